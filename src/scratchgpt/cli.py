@@ -1,0 +1,180 @@
+"""The ``scratchgpt`` command: one verb per stage. It parses arguments and calls the library.
+
+    scratchgpt info --preset gpt2-small          how big is a model?
+    scratchgpt train-tokenizer FILE --vocab-size N --out tok.json
+    scratchgpt tokenize --tokenizer SPEC FILE    text -> token ids
+    scratchgpt pretrain                          train a small GPT on the built-in corpus
+    scratchgpt generate --model RUN_DIR --prompt TEXT
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from scratchgpt import __version__
+from scratchgpt.pretraining import DataConfig, ModelChoice
+from scratchgpt.training.checkpoints import CheckpointError
+from scratchgpt.training.config import TrainConfig
+
+EXAMPLES = __doc__.split("\n\n", 1)[1]
+
+
+def _info(args: argparse.Namespace) -> int:
+    from scratchgpt.config import get_preset
+    from scratchgpt.model.summary import describe
+
+    config = get_preset(args.preset)
+    if args.vocab_size:
+        config = config.replace(vocab_size=args.vocab_size)
+    facts = describe(config)
+    print(facts["parameters"])
+    print(f"preset: {args.preset}")
+    for name, value in config.to_dict().items():
+        print(f"{name}: {value}")
+    print(f"parameters (output head counted separately): {facts['parameters_untied']:,}")
+    print(f"size fp32: {facts['fp32_bytes'] / 2**20:,.1f} MiB")
+    print(f"size bf16: {facts['bf16_bytes'] / 2**20:,.1f} MiB")
+    print(f"training FLOPs per token: {facts['train_flops_per_token']:,}")
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scratchgpt.data import read_text_file
+    from scratchgpt.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    text = read_text_file(Path(args.file))
+    ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else ())
+    if args.ids_out:
+        np.save(args.ids_out, np.asarray(ids, dtype=np.int64))
+    print(len(ids))
+    return 0
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from scratchgpt.data import read_text_file
+    from scratchgpt.tokenizers import train_bpe
+
+    texts = [read_text_file(Path(f)) for f in args.files]
+    tokenizer = train_bpe(texts, args.vocab_size, special_tokens=args.special)
+    tokenizer.save(args.out)
+    print(f"trained a BPE vocabulary of {tokenizer.vocab_size} tokens; saved to {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) -> None:
+    """One flag per field of the dataclass ``cls`` (``--batch-size`` for ``batch_size``).
+
+    Defaults are None so that only flags given on the command line override the config file.
+    """
+    group = parser.add_argument_group(f"[{section}] settings (also in --config FILE.toml)")
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        kind = field.type if isinstance(field.type, str) else field.type.__name__
+        dest = f"{section}.{field.name}"
+        if "bool" in kind:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        else:
+            convert = int if "int" in kind else float if "float" in kind else str
+            group.add_argument(flag, dest=dest, type=convert, default=None, help=help_text)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from scratchgpt.pretraining import default_run_dir, load_config, pretrain
+
+    overrides: dict[str, dict[str, object]] = {}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            overrides.setdefault(section, {})[name] = value
+    run_dir = Path(args.out) if args.out else default_run_dir()
+    config_file = args.config
+    if args.resume and config_file is None:
+        config_file = run_dir / "config.toml"
+    config = load_config(config_file, overrides)
+    result = pretrain(config, run_dir, resume=args.resume)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return 130 if result.interrupted else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scratchgpt",
+        description="Build a GPT-style language model from scratch.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"scratchgpt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="parameter count and size of a model preset")
+    info.add_argument("--preset", default="gpt2-small",
+                      help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini")
+    info.add_argument("--vocab-size", type=int, help="use this vocabulary size instead")
+    info.set_defaults(func=_info)
+
+    tok = commands.add_parser(
+        "tokenize", help="turn a text file into token ids",
+        description="Encode FILE (UTF-8) and print the number of tokens.",
+    )
+    tok.add_argument("--tokenizer", required=True, metavar="SPEC",
+                     help="a directory with encoder.json+vocab.bpe or vocab.json+merges.txt, "
+                          "a .tiktoken file, or a file saved by train-tokenizer")
+    tok.add_argument("file", metavar="FILE")
+    tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")
+    tok.add_argument("--allow-special", action="store_true",
+                     help="encode special-token text such as <|endoftext|> as its special id "
+                          "(by default such text is an error)")
+    tok.set_defaults(func=_tokenize)
+
+    train_tok = commands.add_parser(
+        "train-tokenizer", help="train a byte-level BPE vocabulary on text files",
+        description="Learn byte-pair merges from FILEs with GPT-2's pre-tokenization.",
+    )
+    train_tok.add_argument("files", nargs="+", metavar="FILE")
+    train_tok.add_argument("--vocab-size", type=int, required=True,
+                           help="size of the vocabulary: 256 bytes + merges + special tokens")
+    train_tok.add_argument("--out", required=True, metavar="TOKENIZER_FILE")
+    train_tok.add_argument("--special", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
+                           help="special tokens (default: <|endoftext|>)")
+    train_tok.set_defaults(func=_train_tokenizer)
+
+    pre = commands.add_parser(
+        "pretrain", help="train a GPT from scratch (no arguments: a small one, built-in corpus)",
+        description="Pretrain a GPT on text. With no arguments it trains the `micro` preset on "
+                    "the English Python documentation that ships with CPython, in about five "
+                    "minutes on two CPU cores, and leaves a run directory under runs/.",
+    )
+    pre.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
+    pre.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/pretrain-TIME)")
+    pre.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its latest checkpoint")
+    _add_config_flags(pre, "data", DataConfig)
+    _add_config_flags(pre, "model", ModelChoice)
+    _add_config_flags(pre, "train", TrainConfig)
+    pre.set_defaults(func=_pretrain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, KeyError, CheckpointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"scratchgpt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

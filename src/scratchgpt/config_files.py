@@ -1,0 +1,63 @@
+"""Reading and writing run configurations as TOML.
+
+A configuration is a few tables (``[data]``, ``[model]``, ``[train]``) of plain values, so
+the writer only needs strings, numbers and booleans. Reading uses the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML string
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def dump_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """TOML text for ``{table: {key: value}}``; keys whose value is None are left out."""
+    parts = []
+    for table, values in tables.items():
+        lines = [f"[{table}]"]
+        lines += [f"{key} = {_value(v)}" for key, v in values.items() if v is not None]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file and line."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: invalid TOML: {err}") from None
+
+
+def check_fields(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """Refuse keys that ``cls`` (a dataclass) has no field for, naming them and ``where``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
+    return table

@@ -1,0 +1,29 @@
+"""Data: text files -> documents -> token files on disk -> sliding windows -> batches."""
+
+from scratchgpt.data.corpus import (
+    Corpus,
+    Document,
+    find_files,
+    load_corpus,
+    read_text_file,
+    tokenize_corpus,
+    train_val_split,
+)
+from scratchgpt.data.token_files import read_token_file, token_dtype, write_token_file
+from scratchgpt.data.windows import TokenWindows, WindowBatches, create_dataloader
+
+__all__ = [
+    "Corpus",
+    "Document",
+    "TokenWindows",
+    "WindowBatches",
+    "create_dataloader",
+    "find_files",
+    "load_corpus",
+    "read_text_file",
+    "read_token_file",
+    "token_dtype",
+    "tokenize_corpus",
+    "train_val_split",
+    "write_token_file",
+]

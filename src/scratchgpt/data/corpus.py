@@ -1,0 +1,255 @@
+"""From files on disk to one memory-mapped token file, tokenized once and cached.
+
+``--data`` names a text file, a directory (searched recursively) or a glob. ``.txt`` files
+are one document each; ``.jsonl`` files hold one JSON object per line whose ``text`` field is
+a document. Documents are joined with the tokenizer's ``<|endoftext|>`` id, so the model learns
+where one text ends and the next begins.
+
+Tokenizing a large corpus is slow, so it runs in several processes and its result is cached
+under a fingerprint of the inputs (path, size, modification time) and the tokenizer: a second
+run with the same data starts at once.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from scratchgpt.data.default_corpus import DEFAULT_CORPUS_NAME, default_documents
+from scratchgpt.data.token_files import token_dtype, write_token_file
+from scratchgpt.tokenizers.base import Tokenizer
+
+SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text and where it came from (``file`` or ``file:line``), for error messages."""
+
+    source: str
+    text: str
+
+
+def find_files(spec: str | Path) -> list[Path]:
+    """The ``.txt``/``.jsonl`` files that ``spec`` (file, directory or glob) stands for."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no .txt or .jsonl files")
+        return files
+    if glob.has_magic(str(spec)):
+        files = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+        if not files:
+            raise FileNotFoundError(f"no files match {spec}")
+        return files
+    raise FileNotFoundError(f"data path not found: {spec}")
+
+
+def decode_utf8(data: bytes, source: str | Path, errors: str = "strict") -> str:
+    """UTF-8 text of ``data``; invalid bytes are an error naming ``source`` and the byte offset."""
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{source}: byte {err.start} (0x{data[err.start]:02x}) is not valid UTF-8; "
+            "convert the file to UTF-8, or pass --encoding-errors replace to read such bytes "
+            "as U+FFFD"
+        ) from None
+
+
+def read_text_file(path: str | Path, errors: str = "strict") -> str:
+    """Read ``path`` as UTF-8 (see :func:`decode_utf8`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    return decode_utf8(path.read_bytes(), path, errors)
+
+
+def read_documents(path: Path, errors: str = "strict") -> Iterator[Document]:
+    """The documents in one file: the whole of a ``.txt``, each line of a ``.jsonl``."""
+    text = read_text_file(path, errors)
+    if path.suffix != ".jsonl":
+        yield Document(str(path), text)
+        return
+    # JSON Lines ends lines with "\n" only: str.splitlines() would also cut at U+2028, U+0085
+    # and other breaks that JSON allows raw inside a string (json.dumps(ensure_ascii=False)).
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f'{where}: expected an object with a string "text" field')
+        yield Document(where, record["text"])
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The documents of a data spec, and a fingerprint that changes when the inputs change."""
+
+    documents: list[Document]
+    fingerprint: str
+
+    @property
+    def texts(self) -> list[str]:
+        return [d.text for d in self.documents]
+
+
+def load_corpus(spec: str | Path | None, encoding_errors: str = "strict") -> Corpus:
+    """Read every document of ``spec`` (None: the built-in corpus). Empty input is an error."""
+    digest = hashlib.sha256(encoding_errors.encode())
+    if spec is None:
+        documents = [Document(f"{DEFAULT_CORPUS_NAME}#{i}", t)
+                     for i, t in enumerate(default_documents())]
+        for document in documents:
+            digest.update(document.text.encode())
+        name = DEFAULT_CORPUS_NAME
+    else:
+        files = find_files(spec)
+        documents = [doc for path in files for doc in read_documents(path, encoding_errors)]
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        name = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
+    if not any(d.text.strip() for d in documents):
+        raise ValueError(f"the corpus is empty: {name} holds no text")
+    return Corpus(documents, digest.hexdigest())
+
+
+def split_for_workers(text: str, pieces: int) -> list[str]:
+    """Cut ``text`` into about ``pieces`` parts at newlines that follow a non-space character.
+
+    No GPT-2 pre-token crosses such a point (letters, digits and punctuation all stop at
+    whitespace, and the whitespace run that starts there is split the same way with or without
+    what came before), so encoding the parts one by one gives the same ids as the whole.
+    """
+    if pieces <= 1 or len(text) < 2 * 65536:
+        return [text]
+    parts, start = [], 0
+    step = len(text) // pieces
+    while len(text) - start > step:
+        cut = start + step
+        while cut < len(text) and not (text[cut] == "\n" and not text[cut - 1].isspace()):
+            cut += 1
+        parts.append(text[start:cut])
+        start = cut
+    parts.append(text[start:])
+    return [p for p in parts if p]
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _encode(text: str) -> np.ndarray:
+    assert _worker_tokenizer is not None
+    ids = _worker_tokenizer.encode_ordinary(text)
+    return np.asarray(ids, dtype=token_dtype(_worker_tokenizer.vocab_size))
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity`` is Linux-only)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_cache_dir() -> Path:
+    """``$SCRATCHGPT_CACHE`` or ``~/.cache/scratchgpt``."""
+    base = os.environ.get("SCRATCHGPT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "scratchgpt"
+    )
+    return Path(base)
+
+
+def tokenize_corpus(
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    *,
+    cache_dir: Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Tokenize ``corpus`` into a token file under ``cache_dir/tokens`` (reused if present).
+
+    Special-token spellings inside documents are encoded as plain text; the documents are
+    separated by the tokenizer's end-of-text id, when it has one.
+    """
+    tokenizer_hash = hashlib.sha256(
+        json.dumps(tokenizer.to_dict(), sort_keys=True).encode()
+    ).hexdigest()
+    key = hashlib.sha256(f"{corpus.fingerprint}:{tokenizer_hash}".encode()).hexdigest()[:24]
+    path = (cache_dir or default_cache_dir()) / "tokens" / f"{key}.npy"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workers = workers or _cpu_count()
+    texts: list[str] = []
+    ends: list[bool] = []  # True where a document ends (an end-of-text id follows)
+    for document in corpus.documents:
+        parts = split_for_workers(document.text, workers)
+        texts += parts
+        ends += [False] * (len(parts) - 1) + [True]
+    separator = np.asarray([tokenizer.eot_id] if tokenizer.eot_id is not None else [],
+                           dtype=token_dtype(tokenizer.vocab_size))
+
+    def chunks(encoded: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        bar = tqdm(total=sum(map(len, texts)), unit="char", unit_scale=True,
+                   desc="tokenizing", disable=not progress)
+        with bar:
+            for text, ids, end in zip(texts, encoded, ends, strict=True):
+                bar.update(len(text))
+                yield ids
+                if end:
+                    yield separator
+
+    if workers > 1 and len(texts) > 1:
+        with ProcessPoolExecutor(workers, initializer=_init_worker,
+                                 initargs=(tokenizer,)) as pool:
+            write_token_file(path, chunks(pool.map(_encode, texts, chunksize=1)),
+                             tokenizer.vocab_size)
+    else:
+        _init_worker(tokenizer)
+        write_token_file(path, chunks(map(_encode, texts)), tokenizer.vocab_size)
+    return path
+
+
+def train_val_split(
+    tokens: np.ndarray, val_fraction: float, context_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``1 - val_fraction`` of the tokens for training, the rest for validation.
+
+    Both parts must hold at least one window (``context_length + 1`` tokens).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    split = int(len(tokens) * (1.0 - val_fraction))
+    train, val = tokens[:split], tokens[split:]
+    need = context_length + 1
+    for name, part in (("training", train), ("validation", val)):
+        if len(part) < need:
+            raise ValueError(
+                f"the corpus has {len(tokens):,} tokens: its {name} part ({len(part):,}) is "
+                f"shorter than one window of {need} (context_length {context_length} + 1); "
+                "use more text, a shorter --context-length or another --val-fraction"
+            )
+    return train, val

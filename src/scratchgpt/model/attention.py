@@ -1,0 +1,215 @@
+"""Self-attention, built up one idea at a time (chapter 3 of "Build a Large Language Model
+(From Scratch)"), ending with the fast multi-head attention the GPT model uses.
+
+1. :class:`SimplifiedSelfAttention` - no weights: similarity of every pair of tokens.
+2. :class:`SelfAttention` - trainable query, key and value projections, scaled scores.
+3. :class:`CausalAttention` - a token may not look at later tokens; dropout on the weights.
+4. :class:`MultiHeadAttentionWrapper` - several causal heads side by side.
+5. :class:`MultiHeadAttention` - the same function, computed efficiently: one fused
+   projection for all heads' queries, keys and values, PyTorch's fused
+   ``scaled_dot_product_attention`` kernel, optional rotary positions and a KV cache.
+
+Every ``forward`` accepts ``return_weights=True`` and then returns ``(output, weights)``
+so the attention pattern can be plotted. Given the same weights, all five compute the same
+thing (``tests/test_attention.py`` proves it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.positional import RotaryEmbedding
+
+AttentionOutput = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class SimplifiedSelfAttention(nn.Module):
+    """Attention with no trainable weights.
+
+    The score of query token ``i`` for token ``j`` is the dot product ``x_i . x_j``; a softmax
+    over ``j`` turns the scores into weights summing to 1, and the output for token ``i`` is
+    the weighted sum of all token vectors: ``softmax(X X^T) X``.
+    """
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> AttentionOutput:
+        scores = x @ x.transpose(-2, -1)  # [..., T, T]
+        weights = torch.softmax(scores, dim=-1)
+        context = weights @ x
+        return (context, weights) if return_weights else context
+
+
+class SelfAttention(nn.Module):
+    """Scaled dot-product attention with trainable projections.
+
+    Each token is projected three ways: a query (what it looks for), a key (what it offers)
+    and a value (what it passes on). Scores ``Q K^T`` are divided by ``sqrt(d_out)`` so that
+    their spread does not grow with the vector size, which would make the softmax peaky
+    and its gradients vanish.
+    """
+
+    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> AttentionOutput:
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = queries @ keys.transpose(-2, -1)
+        weights = torch.softmax(scores / math.sqrt(keys.shape[-1]), dim=-1)
+        context = weights @ values
+        return (context, weights) if return_weights else context
+
+
+class CausalAttention(nn.Module):
+    """Self-attention that cannot see the future, as a language model must.
+
+    Scores above the diagonal (token ``i`` looking at ``j > i``) are set to ``-inf`` before
+    the softmax, so they get weight 0 and the remaining weights of each row still sum to 1.
+    The mask is a buffer: it moves with the module between devices but is not trained.
+    Dropout on the weights randomly silences some token pairs while training.
+    """
+
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), 1)
+        self.register_buffer("mask", mask, persistent=False)  # True = "in the future"
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> AttentionOutput:
+        num_tokens = x.shape[-2]
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = queries @ keys.transpose(-2, -1)
+        scores = scores.masked_fill(self.mask[:num_tokens, :num_tokens], float("-inf"))
+        weights = torch.softmax(scores / math.sqrt(keys.shape[-1]), dim=-1)
+        weights = self.dropout(weights)
+        context = weights @ values
+        return (context, weights) if return_weights else context
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+    """Several causal attention heads run side by side, outputs concatenated.
+
+    Each head has its own projections of size ``d_out // num_heads`` and can learn a
+    different kind of relation between tokens. Unlike the book's wrapper (which
+    concatenates ``num_heads`` outputs of size ``d_out`` each and stops there), heads here
+    split ``d_out`` and an output projection mixes them, exactly as in
+    :class:`MultiHeadAttention`, so the two compute the same function and can share weights.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float,
+        num_heads: int,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.heads = nn.ModuleList(
+            CausalAttention(d_in, d_out // num_heads, context_length, dropout, qkv_bias)
+            for _ in range(num_heads)
+        )
+        self.out_proj = nn.Linear(d_out, d_out)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> AttentionOutput:
+        outputs = [head(x, return_weights=True) for head in self.heads]
+        context = self.out_proj(torch.cat([out for out, _ in outputs], dim=-1))
+        if return_weights:
+            return context, torch.stack([w for _, w in outputs], dim=-3)  # [B, H, T, T]
+        return context
+
+
+def causal_mask(
+    num_queries: int, num_keys: int, offset: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean ``[num_queries, num_keys]`` mask, True where attending is allowed: query ``i``
+    sits at position ``offset + i`` and may see keys ``0 .. offset + i``."""
+    query_pos = torch.arange(num_queries, device=device)[:, None] + offset
+    return torch.arange(num_keys, device=device)[None, :] <= query_pos
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head attention, the efficient way (what :class:`GPTModel` uses).
+
+    * One ``qkv`` linear layer (GPT-2's ``c_attn``) computes queries, keys and values of all
+      heads in a single matrix multiply; the result is split and reshaped to
+      ``[batch, heads, tokens, head_dim]``.
+    * ``F.scaled_dot_product_attention`` does mask, scale, softmax, dropout and the weighted
+      sum in one fused kernel (FlashAttention on CUDA) without materialising the
+      ``T x T`` weights. With ``return_weights=True`` the weights are computed explicitly.
+    * ``rope``, if given, rotates queries and keys by their positions.
+    * With a :class:`KVCache`, ``x`` holds only the new tokens: their keys and values are
+      appended to the cache and the queries attend over everything cached so far.
+    * ``out_proj`` (GPT-2's ``c_proj``) mixes the heads' outputs.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.rope = rope
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        layer_idx: int = 0,
+        return_weights: bool = False,
+    ) -> AttentionOutput:
+        """``x``: ``[B, T, d_in]`` -> ``[B, T, d_out]`` (and ``[B, H, T, T_keys]`` weights)."""
+        batch, num_tokens, _ = x.shape
+        qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, T, head_dim]
+        offset = kv_cache.length if kv_cache is not None else 0
+        if self.rope is not None:
+            q, k = self.rope(q, offset), self.rope(k, offset)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer_idx, k, v)
+        dropout_p = self.dropout if self.training else 0.0
+
+        weights = None
+        if return_weights:  # spelled out, as in CausalAttention, to keep the weights
+            mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p)
+            context = weights @ v
+        elif offset == 0 or num_tokens == 1:
+            # No cache yet: plain causal attention. One new token: it may see every key.
+            context = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout_p, is_causal=offset == 0
+            )
+        else:  # several new tokens after a cached prefix: the mask is offset
+            mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+        context = self.out_proj(context.transpose(1, 2).reshape(batch, num_tokens, self.d_out))
+        return (context, weights) if return_weights else context

@@ -1,0 +1,145 @@
+"""GPTModel: token ids in, next-token logits out (chapter 4 of the book, nanoGPT's model.py).
+
+    idx [B, T] -> token embedding (+ positional encoding) -> dropout
+               -> n_layers x TransformerBlock -> final LayerNorm -> out_head -> logits [B, T, V]
+
+``logits[b, t]`` scores every vocabulary entry as the token that follows ``idx[b, :t+1]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.layers import LayerNorm, TransformerBlock
+from scratchgpt.model.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+)
+
+
+class GPTModel(nn.Module):
+    """A GPT-2-style decoder-only transformer shaped by a :class:`ModelConfig`.
+
+    ``config.pos_encoding`` picks the position information: ``"learned"`` (GPT-2; the
+    ``pos_emb`` table), ``"sinusoidal"`` (a fixed table, no parameters) or ``"rope"``
+    (rotary, applied to queries and keys in every attention layer; ``pos_emb`` is None).
+    With ``config.tie_weights`` the output layer reuses the token embedding matrix, as GPT-2
+    does, which saves ``vocab_size * emb_dim`` parameters.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.pos_emb: LearnedPositionalEmbedding | SinusoidalPositionalEncoding | None = None
+        rope = None
+        if config.pos_encoding == "learned":
+            self.pos_emb = LearnedPositionalEmbedding(config.context_length, config.emb_dim)
+        elif config.pos_encoding == "sinusoidal":
+            self.pos_emb = SinusoidalPositionalEncoding(config.context_length, config.emb_dim)
+        else:  # one rotary module, shared by all layers (its tables are buffers, not weights)
+            rope = RotaryEmbedding(config.head_dim, config.context_length)
+        self.drop_emb = nn.Dropout(config.drop_rate)
+        self.blocks = nn.ModuleList(TransformerBlock(config, rope) for _ in range(config.n_layers))
+        self.final_norm = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self._init_weights()
+        if config.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+
+    def _init_weights(self) -> None:
+        """GPT-2's initialisation: weights ~ N(0, 0.02), biases 0, and the projections that
+        write into the residual stream (``out_proj``) scaled by ``1/sqrt(2 * n_layers)``: each
+        block adds two such outputs, so the residual's variance stays put with depth."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = residual_std if name.endswith("out_proj") else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The final-normalised token vectors ``[B, T, emb_dim]``, just before ``out_head``.
+
+        Useful on its own: a classifier replaces ``out_head``, embeddings pool these.
+        """
+        batch, num_tokens = idx.shape
+        offset = 0
+        if kv_cache is not None:
+            offset = kv_cache.length
+            if kv_cache.batch_size != batch:
+                raise ValueError(
+                    f"KV cache was built for batch size {kv_cache.batch_size}, got {batch}"
+                )
+        if offset + num_tokens > self.config.context_length:
+            raise ValueError(
+                f"sequence of {offset + num_tokens} tokens ({offset} cached + {num_tokens} new) "
+                f"exceeds the model's context_length {self.config.context_length}; "
+                "crop the input to the last context_length tokens"
+            )
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(num_tokens, offset)
+        x = self.drop_emb(x)
+        for layer_idx, block in enumerate(self.blocks):
+            x = block(x, kv_cache, layer_idx)
+        if kv_cache is not None:
+            kv_cache.advance(num_tokens)
+        return self.final_norm(x)
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab_size]`` for token ids ``idx`` ``[B, T]``.
+
+        With ``kv_cache``, ``idx`` holds only the tokens after the cached ones: their
+        positions continue from ``kv_cache.length`` and the cache is extended in place.
+        """
+        return self.out_head(self.hidden_states(idx, kv_cache))
+
+    def new_kv_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """An empty :class:`KVCache` for this model (``max_len`` defaults to context_length).
+
+        ``device`` defaults to the model's; ``dtype`` to the autocast dtype when autocast is
+        on for that device (keys and values are then computed in it), else the model's.
+        """
+        weight = self.tok_emb.weight
+        device = torch.device(device) if device is not None else weight.device
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype
+        config = self.config
+        return KVCache(
+            config.n_layers,
+            batch_size,
+            config.n_heads,
+            max_len if max_len is not None else config.context_length,
+            config.head_dim,
+            device=device,
+            dtype=dtype,
+        )
+
+    def num_parameters(self, exclude_tied: bool = True) -> int:
+        """Number of weights. A tied output matrix is counted once unless ``exclude_tied`` is
+        False (124,439,808 vs 163,037,184 for gpt2-small)."""
+        total = sum(p.numel() for p in self.parameters())  # a shared tensor is yielded once
+        if not exclude_tied and self.config.tie_weights:
+            total += self.out_head.weight.numel()
+        return total
+
+    def size_bytes(self, dtype: torch.dtype = torch.float32) -> int:
+        """Memory the (unique) weights take in ``dtype``: 4 bytes each in float32."""
+        return self.num_parameters() * dtype.itemsize

@@ -1,0 +1,95 @@
+"""Three ways to tell a transformer where each token sits.
+
+Attention by itself is blind to order: shuffle the tokens and every output is shuffled the
+same way. Position information fixes that:
+
+* :class:`LearnedPositionalEmbedding` (GPT-2): one trainable vector per position, added to
+  the token embedding.
+* :class:`SinusoidalPositionalEncoding` ("Attention Is All You Need"): fixed sines and
+  cosines of geometrically spaced frequencies, added to the token embedding.
+* :class:`RotaryEmbedding` (RoPE, Su et al. 2021): nothing is added; instead queries and keys
+  are rotated by an angle proportional to their position, so a query-key dot product
+  depends only on how far apart the two tokens are.
+
+Every module takes an ``offset``: the position of the first token it is given. With a
+KV cache the new tokens start at the cache length, not at 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """A trainable ``[context_length, emb_dim]`` table; row ``p`` is added at position ``p``."""
+
+    def __init__(self, context_length: int, emb_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(context_length, emb_dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        """Vectors for positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``."""
+        return self.weight[offset : offset + seq_len]
+
+
+def sinusoidal_table(context_length: int, emb_dim: int) -> torch.Tensor:
+    """``PE[p, 2i] = sin(p / 10000^(2i/d))``, ``PE[p, 2i+1] = cos(p / 10000^(2i/d))``."""
+    position = torch.arange(context_length, dtype=torch.float64)[:, None]
+    inv_freq = 10000.0 ** (-torch.arange(0, emb_dim, 2, dtype=torch.float64) / emb_dim)
+    table = torch.zeros(context_length, emb_dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: emb_dim // 2])  # odd emb_dim: one fewer
+    return table.float()
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """The fixed encoding of Vaswani et al.: no parameters, nothing to learn or save.
+
+    The table is a non-persistent buffer: it moves with ``.to(device)`` but is left out of
+    the state dict, since it is recomputed from the config.
+    """
+
+    def __init__(self, context_length: int, emb_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(context_length, emb_dim), persistent=False)
+
+    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        """Encodings of positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``."""
+        return self.table[offset : offset + seq_len]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last dimension: a 90-degree turn of each pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding, applied to queries and keys inside attention.
+
+    Feature ``i`` of the first half of a head is paired with feature ``i`` of the second half
+    (the GPT-NeoX / Llama layout), and each pair is rotated by the angle
+    ``position * base^(-2i/head_dim)``. Rotating ``q`` at position ``m`` and ``k`` at
+    position ``n`` turns their dot product into a function of ``m - n`` alone.
+    The cos/sin tables for all ``context_length`` positions are computed once.
+    """
+
+    def __init__(self, head_dim: int, context_length: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embedding needs an even head size, got {head_dim}")
+        # Angles in float64 (float32 loses digits at large positions), tables in float32.
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        angles = torch.outer(torch.arange(context_length, dtype=torch.float64), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)  # [context_length, head_dim]
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Rotate ``x`` (``[..., seq_len, head_dim]``) whose first row sits at ``offset``."""
+        seq_len = x.shape[-2]
+        cos = self.cos[offset : offset + seq_len].to(x.dtype)  # bf16 under autocast
+        sin = self.sin[offset : offset + seq_len].to(x.dtype)
+        return x * cos + rotate_half(x) * sin

@@ -1,0 +1,166 @@
+"""Checkpoints that survive crashes and resume a run bit for bit.
+
+Layout of ``RUN_DIR/checkpoints/``::
+
+    step-00000200/
+        model.safetensors   the weights (safe to load: no pickle)
+        state.pt            optimizer, step, RNG states, data position (torch.load weights_only)
+        meta.json           step, validation loss, sha256 of the two files above
+    best -> a directory like the above, for the lowest validation loss so far
+
+A checkpoint is written into a temporary directory, every file fsynced, and only then renamed
+into place; a crash at any moment leaves either the old set or the new one, never half of one.
+``meta.json`` is written last and lists checksums, so a truncated or altered file is caught on
+load with a message naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (missing, truncated, corrupted or mismatched)."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint directory holds, loaded."""
+
+    path: Path
+    step: int
+    val_loss: float | None
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, Any],
+               meta: dict[str, Any]) -> None:
+    """Write a checkpoint directory atomically: temp dir, fsync, rename."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / WEIGHTS)
+        torch.save(state, tmp / STATE)
+        meta = {**meta, "sha256": {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}}
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        for name in (WEIGHTS, STATE, META):
+            _fsync(tmp / name)
+        _fsync(tmp)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():  # only "best" is ever replaced; step directories are new
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        tmp.rename(target)
+        _fsync(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def step_dirs(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """Complete step checkpoints, oldest first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    found = []
+    for child in checkpoint_dir.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and (child / META).exists():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def save_checkpoint(
+    checkpoint_dir: Path,
+    *,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    val_loss: float | None,
+    keep_last: int,
+    is_best: bool,
+) -> Path:
+    """Save ``step``; keep the newest ``keep_last`` step checkpoints and the best one."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"step": step, "val_loss": val_loss}
+    target = checkpoint_dir / f"step-{step:08d}"
+    try:
+        _write_dir(target, weights, state, meta)
+        if is_best:
+            _write_dir(checkpoint_dir / "best", weights, state, meta)
+    except (OSError, SafetensorError) as err:  # safetensors reports I/O errors its own way
+        last = latest_checkpoint(checkpoint_dir)
+        raise CheckpointError(
+            f"could not write the checkpoint for step {step} in {checkpoint_dir} ({err}); "
+            "is the disk full? "
+            + (f"The last good checkpoint, {last.name}, is intact." if last else "")
+        ) from err
+    for _, old in step_dirs(checkpoint_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return target
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify one checkpoint directory."""
+    meta_path = path / META
+    if not meta_path.exists():
+        raise CheckpointError(f"{path} is not a complete checkpoint: {META} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{meta_path} is corrupted: {err}") from None
+    for name, expected in meta.get("sha256", {}).items():
+        file = path / name
+        if not file.exists():
+            raise CheckpointError(f"{file} is missing")
+        if _sha256(file) != expected:
+            raise CheckpointError(
+                f"{file} is corrupted or truncated (its sha256 differs from {META}); "
+                "resume from an earlier checkpoint by deleting this directory"
+            )
+    try:
+        weights = load_file(path / WEIGHTS, device=str(map_location))
+        state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    return Checkpoint(path, int(meta["step"]), meta.get("val_loss"), weights, state)
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete step checkpoint, or None."""
+    found = step_dirs(checkpoint_dir)
+    return found[-1][1] if found else None

@@ -1,0 +1,315 @@
+"""One training loop for pretraining and every fine-tuning.
+
+A task brings what differs — its batches, its loss, how to evaluate and what to show — and
+the :class:`Trainer` does what is always the same: forward, backward, update (with warmup and
+cosine decay, gradient clipping and accumulation, mixed precision, several processes), and
+every ``eval_every`` steps an evaluation, a text sample and a checkpoint that resumes exactly.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from scratchgpt.training import distributed
+from scratchgpt.training.checkpoints import load_checkpoint, save_checkpoint
+from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.optimizers import build_optimizer
+from scratchgpt.training.records import RunRecords
+from scratchgpt.training.schedule import lr_at
+
+Batch = tuple[torch.Tensor, ...]
+
+
+class BatchStream(Protocol):
+    """An endless, resumable source of training batches for one process."""
+
+    def __next__(self) -> Batch: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Task(Protocol):
+    """What a training job brings to the :class:`Trainer`."""
+
+    def train_stream(self, rank: int, world_size: int) -> BatchStream:
+        """This process's share of the training batches (``batch[0]`` is the input ids)."""
+        ...
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Scalar loss of ``model`` on ``batch`` (already on the model's device)."""
+        ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on fixed batches; must include ``train_loss`` and ``val_loss``."""
+        ...
+
+    def sample(self, model: nn.Module) -> str | None:
+        """Something to read (e.g. generated text), or None."""
+        ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA if supported, else fp16."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """Mixed precision: matmuls in bf16/fp16, the rest (softmax, norms, loss) in fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextmanager
+def _catch_sigint() -> Iterator[list[bool]]:
+    """Turn Ctrl-C into a flag the loop checks between steps, so a step is never cut in half."""
+    flag = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        flag[0] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def unique_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with tied tensors stored once (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            weights[name] = tensor
+    return weights
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``weights`` (as written by :func:`unique_weights`), naming any mismatched tensor."""
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if name not in expected:
+            raise ValueError(f"{source}: unexpected tensor {name!r}; is it from another model?")
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}: the checkpoint is from a model of another shape"
+            )
+    missing = set(unique_weights(model)) - set(weights)
+    if missing:
+        raise ValueError(f"{source}: missing tensor(s) {', '.join(sorted(missing))}")
+    model.load_state_dict(weights, strict=False)
+
+
+@dataclass
+class FitResult:
+    step: int
+    tokens: int
+    interrupted: bool
+    metrics: list[dict[str, Any]]
+
+
+class Trainer:
+    """Trains ``model`` on ``task``; writes records and checkpoints into ``run_dir``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        config: TrainConfig,
+        run_dir: Path,
+        *,
+        process: distributed.ProcessInfo | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.run_dir = run_dir
+        self.process = process or distributed.ProcessInfo()
+        self.device = resolve_device(config.device)
+        if self.process.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.process.local_rank)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.model = model.to(self.device)  # the plain module: checkpoints, eval, sampling
+        self.train_model: nn.Module = self.model
+        if self.process.distributed:
+            self.train_model = DistributedDataParallel(self.model)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.optimizer = build_optimizer(
+            config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
+            betas=(config.beta1, config.beta2), momentum=config.momentum,
+            fused=self.device.type == "cuda",
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.stream = task.train_stream(self.process.rank, self.process.world_size)
+        self.records = RunRecords(run_dir)
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.show_progress = show_progress and self.process.is_main
+        self.step = 0
+        self.tokens = 0
+        self.best_val_loss = float("inf")
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "best_val_loss": self.best_val_loss,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.stream.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self, val_loss: float | None) -> None:
+        is_best = val_loss is not None and val_loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss = val_loss
+        if self.process.is_main:
+            save_checkpoint(
+                self.checkpoint_dir, step=self.step, weights=unique_weights(self.model),
+                state=self._state(), val_loss=val_loss, keep_last=self.config.keep_last,
+                is_best=is_best,
+            )
+
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint directory ``path`` exactly where it stopped."""
+        checkpoint = load_checkpoint(path)
+        load_weights(self.model, checkpoint.weights, path)
+        state = checkpoint.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stream.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.best_val_loss = state["best_val_loss"]
+        if self.process.is_main:
+            self.records.rewind(self.step)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _lr(self) -> float:
+        c = self.config
+        return lr_at(self.step, max_lr=c.lr, min_lr=c.min_lr, warmup_steps=c.warmup_steps,
+                     max_steps=c.max_steps)
+
+    def _train_step(self) -> torch.Tensor:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss."""
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = self.config.grad_accum_steps
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            batch = tuple(t.to(self.device, non_blocking=True) for t in next(self.stream))
+            last = micro == accum - 1
+            sync = nullcontext() if last or not self.process.distributed else \
+                self.train_model.no_sync()
+            with sync:
+                with autocast(self.device, self.precision):
+                    loss = self.task.loss(self.train_model, batch) / accum
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+            self.tokens += batch[0].numel() * self.process.world_size
+        if self.config.grad_clip > 0:
+            for optimizer in self.optimizer.optimizers:
+                self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        for optimizer in self.optimizer.optimizers:
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    def _evaluate(self) -> float | None:
+        """Evaluate and sample on rank 0; returns the validation loss."""
+        val_loss = None
+        if self.process.is_main:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.precision):
+                metrics = self.task.evaluate(self.model)
+                sample = self.task.sample(self.model)
+            self.model.train()
+            val_loss = metrics["val_loss"]
+            self.records.log({"step": self.step, "tokens": self.tokens, **metrics,
+                              "lr": self._lr()})
+            if sample is not None:
+                self.records.sample(self.step, sample)
+            if self.show_progress:
+                tqdm.write(f"step {self.step}: train loss {metrics['train_loss']:.3f}, "
+                           f"val loss {val_loss:.3f}" + (f"\n  {sample!r}" if sample else ""))
+        return val_loss
+
+    def _stop_requested(self, flag: list[bool]) -> bool:
+        """Ctrl-C on any rank stops every rank at the same step."""
+        if not self.process.distributed:
+            return flag[0]
+        stop = torch.tensor(float(flag[0]), device=self.device)
+        return bool(distributed.mean_across_ranks(stop, self.process) > 0)
+
+    def fit(self) -> FitResult:
+        """Train until ``max_steps`` or Ctrl-C; returns where it stopped."""
+        config = self.config
+        self.model.train()
+        if self.step == 0 and self.process.is_main and not self.records.metrics:
+            self._evaluate()  # the loss before training: about ln(vocab_size)
+        bar = tqdm(total=config.max_steps, initial=self.step, disable=not self.show_progress,
+                   unit="step", dynamic_ncols=True)
+        interrupted = False
+        started, start_tokens = time.perf_counter(), self.tokens
+        with _catch_sigint() as sigint, bar:
+            while self.step < config.max_steps:
+                loss = self._train_step()
+                bar.update(1)
+                if self.show_progress:
+                    rate = (self.tokens - start_tokens) / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self._lr():.2e}",
+                                    tok_s=f"{rate:,.0f}")
+                done = self.step == config.max_steps
+                if done or self.step % config.eval_every == 0:
+                    self.save(self._evaluate())
+                    distributed.barrier(self.process)
+                if not done and self._stop_requested(sigint):
+                    self.save(None)
+                    interrupted = True
+                    break
+        return FitResult(self.step, self.tokens, interrupted, self.records.metrics)

@@ -1,0 +1,49 @@
+"""Helpers for tests that run ``scratchgpt pretrain`` for real, in this or another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from scratchgpt.data.default_corpus import default_documents
+
+# A tiny model that still learns something in a few steps on two CPU cores.
+TINY_FLAGS = [
+    "--tokenizer", "bpe:300", "--preset", "nano", "--context-length", "32",
+    "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "5", "--warmup-steps", "2",
+    "--workers", "1",
+]
+
+
+def write_corpus(path: Path, chars: int = 40_000) -> Path:
+    """A small real English corpus (the start of the built-in one) as a text file."""
+    text = "\n\n".join(default_documents())[:chars]
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pretrain_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "scratchgpt.cli", "pretrain", "--data", str(data),
+            "--out", str(run_dir), *TINY_FLAGS, *extra]
+
+
+def run_env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "SCRATCHGPT_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+def run_pretrain(data: Path, run_dir: Path, cache: Path, *extra: str,
+                 **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI to completion; returns the finished process."""
+    return subprocess.run(pretrain_command(data, run_dir, *extra), env=run_env(cache),
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

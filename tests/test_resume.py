@@ -1,0 +1,138 @@
+"""Runs that are killed, interrupted or fed bad input resume exactly or fail clearly."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pretrain_runs import (
+    pretrain_command,
+    read_metrics,
+    run_env,
+    run_pretrain,
+    write_corpus,
+)
+
+from scratchgpt.training.checkpoints import load_checkpoint, step_dirs
+
+STEPS = ["--max-steps", "8", "--eval-every", "2", "--drop-rate", "0.1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "whole"
+    done = run_pretrain(corpus, run_dir, cache, *STEPS)
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+def _start(corpus: Path, run_dir: Path, cache: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(pretrain_command(corpus, run_dir, *STEPS), env=run_env(cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(process: subprocess.Popen[str], run_dir: Path, step: int) -> None:
+    deadline = time.monotonic() + 120
+    while not any(s >= step for s, _ in step_dirs(run_dir / "checkpoints")):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_gives_bit_identical_losses(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "killed"
+    process = _start(corpus, run_dir, cache)
+    _wait_for_checkpoint(process, run_dir, 4)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert read_metrics(run_dir)[-1]["step"] < 8, "the run finished before it was killed"
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)  # exact float equality
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "interrupted"
+    process = _start(corpus, run_dir, cache)
+    _wait_for_checkpoint(process, run_dir, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted: saved a checkpoint at step" in stderr
+    assert "Traceback" not in stderr
+    stopped = max(s for s, _ in step_dirs(run_dir / "checkpoints"))
+    assert f"step {stopped}" in stderr
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)
+
+
+def test_second_run_into_the_same_directory_refuses(
+    corpus: Path, cache: Path, uninterrupted: Path
+) -> None:
+    again = run_pretrain(corpus, uninterrupted, cache, *STEPS)
+    assert again.returncode == 2
+    assert "already holds a run; pass --resume" in again.stderr
+
+
+def test_resume_with_another_model_shape_is_refused(
+    corpus: Path, cache: Path, uninterrupted: Path
+) -> None:
+    other = run_pretrain(corpus, uninterrupted, cache, "--resume", "--n-layers", "3")
+    assert other.returncode == 2
+    assert "different model shape (n_layers: 2 in the run, 3 now)" in other.stderr
+
+
+def test_resume_from_a_corrupted_checkpoint_names_it(
+    corpus: Path, cache: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "corrupt"
+    assert run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
+                        ).returncode == 0
+    weights = run_dir / "checkpoints" / "step-00000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4")
+    assert resumed.returncode == 2
+    assert f"{weights} is corrupted or truncated" in resumed.stderr
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(
+    corpus: Path, cache: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "full"
+    assert run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
+                        ).returncode == 0
+    good = run_dir / "checkpoints" / "step-00000002"
+    weights_size = (good / "model.safetensors").stat().st_size
+
+    def small_disk() -> None:  # files may not grow past half a checkpoint: writes fail
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (weights_size // 2, weights_size // 2))
+
+    full = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4",
+                        preexec_fn=small_disk)
+    assert full.returncode == 2, full.stderr
+    assert "could not write the checkpoint for step 4" in full.stderr
+    assert "step-00000002, is intact" in full.stderr
+    assert load_checkpoint(good).step == 2
+    assert [s for s, _ in step_dirs(run_dir / "checkpoints")] == [2]
+    assert not list((run_dir / "checkpoints").glob(".*"))

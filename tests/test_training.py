@@ -1,0 +1,133 @@
+"""The training loop's pieces: schedule, optimizers, checkpoints, and a whole tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from pretrain_runs import write_corpus
+
+from scratchgpt.config import get_preset
+from scratchgpt.model import GPTModel
+from scratchgpt.pretraining import load_config, pretrain
+from scratchgpt.training.checkpoints import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    step_dirs,
+)
+from scratchgpt.training.optimizers import OPTIMIZERS, build_optimizer
+from scratchgpt.training.schedule import lr_at
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    lrs = [lr_at(s, max_lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=100) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=False))
+    decay = lrs[10:100]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[100:] == [0.1] * 20
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_lowers_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    model = GPTModel(get_preset("nano").replace(vocab_size=50, context_length=16))
+    tokens = torch.randint(0, 50, (8, 17))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    lr = {"sgd": 0.5, "muon": 0.02}.get(name, 3e-3)
+    optimizer = build_optimizer(name, model, lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_weight_decay_spares_biases_and_norms() -> None:
+    model = GPTModel(get_preset("nano").replace(vocab_size=50))
+    optimizer = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.1)
+    decayed, spared = optimizer.optimizers[0].param_groups
+    assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"])
+    assert all(p.dim() == 1 for p in spared["params"])
+
+
+def _weights(value: float) -> dict[str, torch.Tensor]:
+    return {"w": torch.full((4, 4), value), "b": torch.zeros(4)}
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(tmp_path: Path) -> None:
+    for step, val in [(1, 3.0), (2, 2.0), (3, 2.5), (4, 2.7)]:
+        save_checkpoint(tmp_path, step=step, weights=_weights(step), state={"step": step},
+                        val_loss=val, keep_last=2, is_best=val == 2.0)
+    assert [s for s, _ in step_dirs(tmp_path)] == [3, 4]
+    best = load_checkpoint(tmp_path / "best")
+    assert best.step == 2 and best.val_loss == 2.0
+    assert torch.equal(best.weights["w"], torch.full((4, 4), 2.0))
+    latest = load_checkpoint(latest_checkpoint(tmp_path))
+    assert latest.step == 4 and latest.state == {"step": 4}
+    assert not list(tmp_path.glob(".*")), "temporary directories were left behind"
+
+
+def test_corrupted_and_truncated_checkpoints_are_named(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path, step=1, weights=_weights(1), state={"step": 1},
+                           val_loss=None, keep_last=3, is_best=False)
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupted or truncated"):
+        load_checkpoint(path)
+    weights.write_bytes(data)
+    state = path / "state.pt"
+    state.write_bytes(state.read_bytes()[:-1] + b"x")
+    with pytest.raises(CheckpointError, match="state.pt is corrupted"):
+        load_checkpoint(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, step=1, weights=_weights(1), state={"step": 1}, val_loss=None,
+                    keep_last=1, is_best=False)
+    with pytest.raises(Exception):  # noqa: B017 - anything may fail; what matters is below
+        save_checkpoint(tmp_path, step=2, weights={"w": "not a tensor"}, state={},
+                        val_loss=None, keep_last=1, is_best=False)
+    assert [s for s, _ in step_dirs(tmp_path)] == [1]
+    assert load_checkpoint(tmp_path / "step-00000001").step == 1
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_a_tiny_pretraining_run_leaves_a_complete_run_directory(tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "corpus.txt")
+    config = load_config(None, {
+        "data": {"data": str(data), "tokenizer": "bpe:300", "sample_tokens": 5},
+        "model": {"preset": "nano", "context_length": 32},
+        "train": {"max_steps": 4, "eval_every": 2, "batch_size": 4, "eval_batches": 2,
+                  "warmup_steps": 2},
+    })
+    run = tmp_path / "run"
+    result = pretrain(config, run, show_progress=False, cache_dir=tmp_path / "cache")
+    assert result.step == 4 and not result.interrupted
+    for name in ("config.toml", "tokenizer.json", "metrics.jsonl", "samples.txt", "loss.png"):
+        assert (run / name).is_file(), name
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 2, 4]
+    assert {"step", "tokens", "train_loss", "val_loss", "lr"} <= metrics[-1].keys()
+    assert metrics[1]["tokens"] == 2 * 4 * 32
+    assert metrics[0]["val_loss"] == pytest.approx(math.log(300), abs=0.5)
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert (run / "samples.txt").read_text().count("--- step") == 3
+    assert [s for s, _ in step_dirs(run / "checkpoints")] == [2, 4]
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        pretrain(config, run, show_progress=False, cache_dir=tmp_path / "cache")
