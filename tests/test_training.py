@@ -10,9 +10,12 @@ import pytest
 import torch
 from pretrain_runs import write_corpus
 
+from scratchgpt.cli import main
 from scratchgpt.config import get_preset
+from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.pretraining import load_config, pretrain
+from scratchgpt.run_dir import load_run
 from scratchgpt.training.checkpoints import (
     CheckpointError,
     latest_checkpoint,
@@ -107,7 +110,28 @@ def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))
 
 
-def test_a_tiny_pretraining_run_leaves_a_complete_run_directory(tmp_path: Path) -> None:
+def test_the_book_recipe_resolves_to_gpt2_small_with_a_256_context() -> None:
+    config = load_config(Path(__file__).parent.parent / "configs" / "book-ch5.toml", {})
+    model = config.model.resolve(vocab_size=50257)
+    assert model == get_preset("gpt2-small").replace(
+        context_length=256, drop_rate=0.1, qkv_bias=False
+    )
+    assert (config.train.lr, config.train.weight_decay, config.train.batch_size) == (4e-4, 0.1, 2)
+
+
+def test_unknown_config_keys_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlearning_rate = 0.1\n")
+    with pytest.raises(ValueError, match=r"bad.toml \[train\]: unknown key\(s\) learning_rate"):
+        load_config(bad, {})
+    bad.write_text("[train\n")
+    with pytest.raises(ValueError, match="bad.toml: invalid TOML"):
+        load_config(bad, {})
+
+
+def test_a_tiny_pretraining_run_leaves_a_complete_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_corpus(tmp_path / "corpus.txt")
     config = load_config(None, {
         "data": {"data": str(data), "tokenizer": "bpe:300", "sample_tokens": 5},
@@ -131,3 +155,11 @@ def test_a_tiny_pretraining_run_leaves_a_complete_run_directory(tmp_path: Path) 
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     with pytest.raises(FileExistsError, match="pass --resume"):
         pretrain(config, run, show_progress=False, cache_dir=tmp_path / "cache")
+
+    model, tokenizer = load_run(run)
+    assert model.config.context_length == 32 and tokenizer.vocab_size == 300
+    capsys.readouterr()
+    assert main(["generate", "--model", str(run), "--prompt", "The", "--max-new-tokens", "5"]) == 0
+    out = capsys.readouterr().out
+    expected = "".join(generate_text(model, tokenizer, "The", max_new_tokens=5))
+    assert out == "The" + expected + "\n"

@@ -4,7 +4,7 @@
     scratchgpt train-tokenizer FILE --vocab-size N --out tok.json
     scratchgpt tokenize --tokenizer SPEC FILE    text -> token ids
     scratchgpt pretrain                          train a small GPT on the built-in corpus
-    scratchgpt generate --model RUN_DIR --prompt TEXT
+    scratchgpt generate --model RUN_DIR --prompt "The"
 """
 
 from __future__ import annotations
@@ -106,6 +106,24 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from scratchgpt.generation import generate_text
+    from scratchgpt.run_dir import load_run
+
+    model, tokenizer = load_run(args.model)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    for piece in generate_text(
+        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        stop=args.stop or (),
+    ):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchgpt",
@@ -162,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(pre, "model", ModelChoice)
     _add_config_flags(pre, "train", TrainConfig)
     pre.set_defaults(func=_pretrain)
+
+    gen = commands.add_parser(
+        "generate", help="continue a prompt with a trained model",
+        description="Stream a continuation of --prompt to stdout (the prompt, then the new "
+                    "text, nothing else). A prompt longer than the model's context is cropped "
+                    "from the left.",
+    )
+    gen.add_argument("--model", required=True, metavar="RUN_DIR",
+                     help="a run directory from `scratchgpt pretrain`")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0,
+                     help="0 = greedy (default); higher = more random")
+    gen.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    gen.add_argument("--top-p", type=float, help="sample among the most likely tokens "
+                                                 "holding this much probability")
+    gen.add_argument("--seed", type=int, help="makes sampling reproducible")
+    gen.add_argument("--stop", action="append", metavar="TEXT",
+                     help="stop before this text (may be repeated)")
+    gen.set_defaults(func=_generate)
     return parser
 
 

@@ -9,8 +9,7 @@ The steps, each a library call you can make yourself:
 5. build a :class:`~scratchgpt.model.GPTModel` and train it with the
    :class:`~scratchgpt.training.trainer.Trainer`.
 
-A run directory holds ``config.toml`` (everything resolved), ``tokenizer.json``,
-``metrics.jsonl``, ``samples.txt``, ``loss.png`` and ``checkpoints/`` (see docs/formats.md).
+The run directory's layout is described in :mod:`scratchgpt.run_dir`.
 """
 
 from __future__ import annotations
@@ -27,16 +26,13 @@ from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import check_fields, dump_toml, load_toml
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.model import GPTModel
+from scratchgpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
 from scratchgpt.tokenizers import Tokenizer, load_tokenizer, train_bpe
 from scratchgpt.training import distributed
 from scratchgpt.training.checkpoints import latest_checkpoint
 from scratchgpt.training.config import TrainConfig, knob
 from scratchgpt.training.language_modeling import LanguageModelingTask
 from scratchgpt.training.trainer import FitResult, Trainer
-
-CONFIG_FILE = "config.toml"
-RESOLVED_MODEL = "resolved_model"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass
@@ -209,7 +205,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
         trainer = Trainer(model, task, config.train, run_dir, process=process,
                           show_progress=show_progress)
         if resume:
-            checkpoint = latest_checkpoint(run_dir / "checkpoints")
+            checkpoint = latest_checkpoint(run_dir / CHECKPOINTS)
             if checkpoint is not None:
                 trainer.resume(checkpoint)
                 if process.is_main:

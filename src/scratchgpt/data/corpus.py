@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -242,7 +243,9 @@ def train_val_split(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    split = int(len(tokens) * (1.0 - val_fraction))
+    # Validation gets the last ceil(n * val_fraction) tokens. Rounding first keeps float error
+    # from moving the cut: int(1000 * (1.0 - 0.07)) is 929, not 930.
+    split = len(tokens) - math.ceil(round(len(tokens) * val_fraction, 6))
     train, val = tokens[:split], tokens[split:]
     need = context_length + 1
     for name, part in (("training", train), ("validation", val)):

@@ -177,7 +177,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.stream = task.train_stream(self.process.rank, self.process.world_size)
         self.records = RunRecords(run_dir)
-        self.checkpoint_dir = run_dir / "checkpoints"
+        self.checkpoint_dir = run_dir / "checkpoints"  # layout: scratchgpt.run_dir
         self.show_progress = show_progress and self.process.is_main
         self.step = 0
         self.tokens = 0

@@ -1,0 +1,50 @@
+"""A run directory: what a training run leaves behind, the same whatever made it.
+
+::
+
+    RUN_DIR/
+        config.toml       the settings, resolved; [resolved_model] is the model that was built
+        tokenizer.json    the tokenizer (see docs/formats.md)
+        metrics.jsonl     one JSON object per evaluation
+        samples.txt       text generated at each evaluation
+        loss.png          training and validation loss against tokens seen
+        checkpoints/      step-NNNNNNNN/ and best/ (see scratchgpt.training.checkpoints)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.config_files import load_toml
+from scratchgpt.model import GPTModel
+from scratchgpt.tokenizers import Tokenizer
+from scratchgpt.training.checkpoints import latest_checkpoint, load_checkpoint
+from scratchgpt.training.trainer import load_weights
+
+CONFIG_FILE = "config.toml"
+TOKENIZER_FILE = "tokenizer.json"
+RESOLVED_MODEL = "resolved_model"
+CHECKPOINTS = "checkpoints"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / CHECKPOINTS).is_dir()
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[GPTModel, Tokenizer]:
+    """The model and tokenizer of a run: its ``best`` checkpoint, or ``latest``, or a
+    ``step-NNNNNNNN`` directory name."""
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a run directory ({CONFIG_FILE} and "
+                                f"{CHECKPOINTS}/ expected)")
+    config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL])
+    path = run_dir / CHECKPOINTS / checkpoint
+    if checkpoint == "latest" or (checkpoint == "best" and not path.exists()):
+        path = latest_checkpoint(run_dir / CHECKPOINTS)
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint {checkpoint!r} yet")
+    model = GPTModel(config)
+    load_weights(model, load_checkpoint(path).weights, path)
+    return model.eval(), Tokenizer.load(run_dir / TOKENIZER_FILE)

@@ -1,0 +1,232 @@
+"""The first stages of the ``scratchgpt`` command: info, train-tokenizer and tokenize."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratchgpt.cli import main
+from scratchgpt.tokenizers import ENDOFTEXT, BPETokenizer, load_tokenizer
+
+GPT2_SMALL_PARAMETERS = 124_439_808
+
+
+@pytest.fixture
+def verdict(shared_assets: Path) -> Path:
+    return shared_assets / "corpora" / "the-verdict.txt"
+
+
+@pytest.fixture
+def gpt2_dir(shared_assets: Path) -> Path:
+    return shared_assets / "gpt2-tokenizer"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- info --------------------------------------------------------------------------------------
+
+
+def test_info_prints_the_parameter_count_first(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "info", "--preset", "gpt2-small")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == str(GPT2_SMALL_PARAMETERS)
+    assert "preset: gpt2-small" in lines
+    assert "vocab_size: 50257" in lines
+
+
+def test_info_with_another_vocabulary(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "info", "--preset", "gpt2-small", "--vocab-size", "50000")
+    assert code == 0
+    # GPT-2 ties the output head to the token embedding: 257 fewer rows of 768
+    assert out.splitlines()[0] == str(GPT2_SMALL_PARAMETERS - 257 * 768)
+    assert "vocab_size: 50000" in out.splitlines()
+
+
+def test_info_unknown_preset_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "info", "--preset", "gpt2-enormous")
+    assert code == 2 and out == ""
+    assert "gpt2-enormous" in err
+
+
+def test_info_as_a_real_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scratchgpt.cli", "info", "--preset", "gpt2-small"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == str(GPT2_SMALL_PARAMETERS)
+    assert f"parameters (output head counted separately): {163_037_184:,}" in result.stdout
+
+
+# -- train-tokenizer, then tokenize ----------------------------------------------------------
+
+
+def test_train_tokenizer_then_tokenize(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path
+) -> None:
+    tok_file = tmp_path / "tok.json"
+    code, out, err = run_cli(capsys, "train-tokenizer", verdict, "--vocab-size", "300",
+                             "--out", tok_file, "--special", ENDOFTEXT)
+    assert code == 0, err
+    assert out == ""
+    assert "300 tokens" in err and str(tok_file) in err
+    tokenizer = load_tokenizer(tok_file)
+    assert isinstance(tokenizer, BPETokenizer)
+    assert tokenizer.vocab_size == 300
+    assert tokenizer.special_tokens == {ENDOFTEXT: 299}
+    assert len(tokenizer.merges()) == 300 - 256 - 1
+
+    ids_file = tmp_path / "ids.npy"
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", tok_file, verdict,
+                             "--ids-out", ids_file)
+    assert code == 0, err
+    text = verdict.read_text(encoding="utf-8")
+    expected = tokenizer.encode(text)
+    assert out == f"{len(expected)}\n"
+    assert len(expected) < len(text.encode())  # the merges compress the text
+    ids = np.load(ids_file)
+    assert ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer)
+    assert ids.tolist() == expected
+    assert tokenizer.decode(ids.tolist()) == text
+
+
+def test_train_tokenizer_on_several_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    files = []
+    for i, text in enumerate(["aaaa bbbb aaaa bbbb", "abab abab cccc"]):
+        files.append(tmp_path / f"{i}.txt")
+        files[-1].write_text(text, encoding="utf-8")
+    tok_file = tmp_path / "tok.json"
+    code, _, err = run_cli(capsys, "train-tokenizer", *files, "--vocab-size", "260",
+                           "--out", tok_file, "--special")  # --special with none: no specials
+    assert code == 0, err
+    tokenizer = load_tokenizer(tok_file)
+    assert tokenizer.vocab_size == 260 and tokenizer.special_tokens == {}
+    merges = tokenizer.merges()
+    assert (b"a", b"a") in merges  # learned from the first file
+    assert (b"c", b"c") in merges  # "cc" is only in the second
+
+
+def test_tokenize_with_gpt2_matches_tiktoken(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path, gpt2_dir: Path,
+    tiktoken_gpt2,
+) -> None:
+    ids_file = tmp_path / "verdict.npy"
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", gpt2_dir, verdict,
+                             "--ids-out", ids_file)
+    assert code == 0, err
+    expected = tiktoken_gpt2.encode(verdict.read_text(encoding="utf-8"))
+    assert out == f"{len(expected)}\n"
+    assert np.load(ids_file).tolist() == expected
+
+
+def test_tokenize_without_ids_out_only_counts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path
+) -> None:
+    text = tmp_path / "hello.txt"
+    text.write_text("Hello, world", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "tokenize", "--tokenizer", gpt2_dir, text)
+    assert (code, out) == (0, "3\n")  # [15496, 11, 995]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.txt"]
+
+
+def test_special_token_in_text_needs_allow_special(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path, tiktoken_gpt2,
+) -> None:
+    text = tmp_path / "two-docs.txt"
+    text.write_text(f"Hello{ENDOFTEXT} world", encoding="utf-8")
+    ids_file = tmp_path / "ids.npy"
+
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", gpt2_dir, text,
+                             "--ids-out", ids_file)
+    assert code == 2 and out == ""
+    assert ENDOFTEXT in err and "--allow-special" in err
+    assert not ids_file.exists()
+
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", gpt2_dir, text,
+                             "--ids-out", ids_file, "--allow-special")
+    assert code == 0, err
+    ids = np.load(ids_file).tolist()
+    assert ids == tiktoken_gpt2.encode(f"Hello{ENDOFTEXT} world", allowed_special="all")
+    assert ids == [15496, 50256, 995]
+    assert out == "3\n"
+
+
+@pytest.mark.parametrize("command", ["tokenize", "train-tokenizer"])
+def test_non_utf8_file_names_file_and_byte(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path, command: str
+) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("naïve ".encode() + b"caf\xe9\n")
+    out_file = tmp_path / "tok.json"
+    argv = (["tokenize", "--tokenizer", gpt2_dir, bad] if command == "tokenize"
+            else ["train-tokenizer", bad, "--vocab-size", "300", "--out", out_file])
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert f"{bad}: byte 10 (0xe9) is not valid UTF-8" in err
+    assert err.startswith(f"scratchgpt {command}: error:")
+    assert not out_file.exists()
+
+
+def test_missing_tokenizer_names_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "tok.json"
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", missing, verdict)
+    assert code == 2 and out == ""
+    assert str(missing) in err
+
+
+def test_missing_text_file_names_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path
+) -> None:
+    missing = tmp_path / "missing.txt"
+    for argv in (["tokenize", "--tokenizer", gpt2_dir, missing],
+                 ["train-tokenizer", missing, "--vocab-size", "300", "--out", tmp_path / "t.json"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == ""
+        assert str(missing) in err
+
+
+def test_train_tokenizer_vocab_too_small(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path
+) -> None:
+    out_file = tmp_path / "tok.json"
+    code, out, err = run_cli(capsys, "train-tokenizer", verdict, "--vocab-size", "100",
+                             "--out", out_file)
+    assert code == 2 and out == ""
+    assert "vocab_size=100" in err and "at least 257" in err
+    assert not out_file.exists()
+
+
+@pytest.mark.parametrize("content", ["", f"{ENDOFTEXT}"])
+def test_train_tokenizer_on_no_text(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text(content, encoding="utf-8")
+    out_file = tmp_path / "tok.json"
+    code, out, err = run_cli(capsys, "train-tokenizer", empty, "--vocab-size", "300",
+                             "--out", out_file)
+    assert code == 2 and out == ""
+    assert "no text to train on" in err
+    assert not out_file.exists()
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], verdict: Path) -> None:
+    for argv in ([], ["tokenize", str(verdict)], ["train-tokenizer", str(verdict)],
+                 ["info", "--vocab-size", "many"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "usage: scratchgpt" in capsys.readouterr().err
