@@ -18,10 +18,13 @@ from scratchgpt.data import (
     tokenize_corpus,
     train_val_split,
 )
-from scratchgpt.data.corpus import split_for_workers
+from scratchgpt.data.corpus import newline_cuts_keep_ids, split_for_workers
 from scratchgpt.tokenizers import (
     ENDOFTEXT,
     BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
     load_tokenizer,
     pretokenize,
     train_bpe,
@@ -355,6 +358,75 @@ def test_split_for_workers_on_awkward_whitespace(gpt2: BPETokenizer, pieces: int
     # no pre-token crosses a cut, so no tokenizer with GPT-2's pattern can tell the difference
     assert [c for p in parts for c in pretokenize(p)] == pretokenize(text)
     assert [i for p in parts for i in gpt2.encode_ordinary(p)] == gpt2.encode_ordinary(text)
+
+
+# -- which tokenizers may have their documents cut -------------------------------------------
+
+# GPT-4's pre-tokenization pattern (tiktoken's cl100k_base): a run of punctuation takes the
+# newlines after it, so ".\n" is one pre-token and a cut before that newline changes the ids.
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+
+class ByteTokenizer(Tokenizer):
+    """The UTF-8 bytes of the text as ids, and ``<|endoftext|>`` as 256."""
+
+    kind = "test-bytes"
+
+    def __init__(self) -> None:
+        super().__init__({ENDOFTEXT: 256})
+
+    @property
+    def vocab_size(self) -> int:
+        return 257
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids) -> bytes:
+        return bytes(i for i in ids if i < 256)
+
+    def to_dict(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ByteTokenizer:
+        return cls()
+
+
+def test_newline_cuts_only_for_tokenizers_known_to_allow_them(gpt2: BPETokenizer) -> None:
+    assert newline_cuts_keep_ids(gpt2)
+    assert newline_cuts_keep_ids(CharTokenizer("ab\n"))
+    assert newline_cuts_keep_ids(WordTokenizer(["a", "b"]))
+    bytes_only = {bytes([b]): b for b in range(256)}
+    assert not newline_cuts_keep_ids(BPETokenizer(bytes_only, pattern=GPT4_SPLIT_PATTERN))
+    assert not newline_cuts_keep_ids(ByteTokenizer())  # unknown: documents stay whole
+
+
+def test_other_patterns_keep_their_documents_whole(tmp_path: Path) -> None:
+    text = "".join(f"Line {i} ends with a full stop.\n" for i in range(5000))
+    tokenizer = train_bpe(text[:5000], 300, pattern=GPT4_SPLIT_PATTERN, progress=False)
+    whole = tokenizer.encode_ordinary(text)
+    parts = split_for_workers(text, 2)
+    assert [i for p in parts for i in tokenizer.encode_ordinary(p)] != whole  # cuts would hurt
+    corpus = load_corpus(write(tmp_path / "lines.txt", text))
+    path = tokenize_corpus(corpus, tokenizer, cache_dir=tmp_path, workers=2, progress=False)
+    assert read_token_file(path).tolist() == [*whole, tokenizer.eot_id]
+
+
+def test_many_small_documents_in_two_processes_match_one(tmp_path: Path) -> None:
+    texts = [f"Document {i}:{' some words' * (i % 7)}\n" for i in range(3000)]
+    path = write(tmp_path / "many.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
+    corpus, tokenizer = load_corpus(path), ByteTokenizer()
+    one, two = (
+        read_token_file(tokenize_corpus(corpus, tokenizer, cache_dir=tmp_path / str(workers),
+                                        workers=workers, progress=False))
+        for workers in (1, 2)
+    )
+    expected = [i for text in texts for i in [*text.encode(), 256]]
+    assert one.tolist() == two.tolist() == expected
 
 
 # -- train_val_split --------------------------------------------------------------------------

@@ -106,6 +106,21 @@ def test_failed_write_keeps_the_previous_token_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.npy"]
 
 
+def test_two_writers_of_one_token_file_do_not_mix(tmp_path: Path) -> None:
+    # two runs that tokenize the same corpus at once write the same cached file
+    target = tmp_path / "tokens.npy"
+
+    def chunks():
+        yield np.arange(100)
+        write_token_file(target, [np.arange(500, 510)], 1000)  # the other run, start to finish
+        np.testing.assert_array_equal(read_token_file(target), np.arange(500, 510))
+        yield np.arange(100, 200)
+
+    write_token_file(target, chunks(), 1000)
+    np.testing.assert_array_equal(read_token_file(target), np.arange(200))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.npy"]
+
+
 @pytest.mark.parametrize("bad", [[0, 1, 100], [-1, 3]])
 def test_token_id_out_of_range_is_an_error(tmp_path: Path, bad: list[int]) -> None:
     target = tmp_path / "tokens.npy"

@@ -5,6 +5,9 @@
     scratchgpt tokenize --tokenizer SPEC FILE    text -> token ids
     scratchgpt pretrain                          train a small GPT on the built-in corpus
     scratchgpt generate --model RUN_DIR --prompt "The"
+    scratchgpt download gpt2 --size 124M         fetch OpenAI's GPT-2 (Hugging Face's copy)
+    scratchgpt generate --model gpt2-124M --prompt "Every effort moves you"
+    scratchgpt export RUN_DIR --format hf --out DIR   for transformers and the hub
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from scratchgpt.training.checkpoints import CheckpointError
 from scratchgpt.training.config import TrainConfig
 
 EXAMPLES = __doc__.split("\n\n", 1)[1]
+MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded model (gpt2-124M, "
+                   "gpt2-355M, ...), or a Hugging Face or OpenAI GPT-2 directory")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -107,10 +112,15 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from scratchgpt.generation import generate_text
-    from scratchgpt.run_dir import load_run
+    import time
 
-    model, tokenizer = load_run(args.model)
+    from scratchgpt.generation import generate_text
+    from scratchgpt.hub.gpt2 import load_gpt2
+
+    start = time.perf_counter()
+    model, tokenizer = load_gpt2(args.model)
+    print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     for piece in generate_text(
@@ -121,6 +131,25 @@ def _generate(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from scratchgpt.hub.download import download_gpt2
+
+    directory = download_gpt2(args.size, args.format, args.dir, base_url=args.base_url,
+                              source_dir=args.source_dir)
+    print(directory)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from scratchgpt.hub.export import export_hf
+    from scratchgpt.hub.gpt2 import load_gpt2
+
+    model, tokenizer = load_gpt2(args.model)
+    for path in export_hf(model, tokenizer, args.out):
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -182,13 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(func=_pretrain)
 
     gen = commands.add_parser(
-        "generate", help="continue a prompt with a trained model",
+        "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
                     "text, nothing else). A prompt longer than the model's context is cropped "
                     "from the left.",
     )
-    gen.add_argument("--model", required=True, metavar="RUN_DIR",
-                     help="a run directory from `scratchgpt pretrain`")
+    gen.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=50)
     gen.add_argument("--temperature", type=float, default=0.0,
@@ -200,6 +228,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", action="append", metavar="TEXT",
                      help="stop before this text (may be repeated)")
     gen.set_defaults(func=_generate)
+
+    down = commands.add_parser(
+        "download", help="fetch OpenAI's pretrained GPT-2 weights",
+        description="Download GPT-2 into the cache ($SCRATCHGPT_CACHE/models/gpt2-SIZE-FORMAT, "
+                    "default ~/.cache/scratchgpt) or --dir, resuming interrupted files and "
+                    "verifying each one's size and checksum. Prints the directory.",
+    )
+    down.add_argument("model", choices=["gpt2"])
+    down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"], default="124M",
+                      help="parameters: 124M (gpt2), 355M (medium), 774M (large), 1558M (xl)")
+    down.add_argument("--format", choices=["hf", "openai"], default="hf",
+                      help="hf: Hugging Face's safetensors copy (default); openai: OpenAI's "
+                           "original TensorFlow checkpoint")
+    down.add_argument("--dir", metavar="DIR", help="put the files here instead of the cache")
+    down.add_argument("--base-url", metavar="URL",
+                      help="replace the scheme and host of every URL, keeping its path, for a "
+                           "mirror (also: environment variable SCRATCHGPT_BASE_URL)")
+    down.add_argument("--from", dest="source_dir", metavar="DIR",
+                      help="copy the files from this local directory instead of downloading")
+    down.set_defaults(func=_download)
+
+    export = commands.add_parser(
+        "export", help="write a model in another format (Hugging Face's GPT-2)",
+        description="Write MODEL as a directory that transformers' "
+                    "GPT2LMHeadModel.from_pretrained(DIR) loads with identical logits.",
+    )
+    export.add_argument("model", metavar="MODEL", help=MODEL_SPEC_HELP)
+    export.add_argument("--format", choices=["hf"], default="hf")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.set_defaults(func=_export)
     return parser
 
 

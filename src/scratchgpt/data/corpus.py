@@ -27,9 +27,16 @@ from tqdm.auto import tqdm
 
 from scratchgpt.data.default_corpus import DEFAULT_CORPUS_NAME, default_documents
 from scratchgpt.data.token_files import token_dtype, write_token_file
-from scratchgpt.tokenizers.base import Tokenizer
+from scratchgpt.tokenizers import (
+    GPT2_SPLIT_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+)
 
 SUFFIXES = (".txt", ".jsonl")
+TASK_CHARS = 1 << 20  # text per task sent to a worker process: enough to dwarf the overhead
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,35 @@ def split_for_workers(text: str, pieces: int) -> list[str]:
     return [p for p in parts if p]
 
 
+def newline_cuts_keep_ids(tokenizer: Tokenizer) -> bool:
+    """Whether :func:`split_for_workers` may cut documents that ``tokenizer`` will encode.
+
+    Shown above for GPT-2's pre-tokenization pattern; character and word tokenizers never join
+    text across a newline either. Other patterns may: GPT-4's keeps ``".\\n"`` in one pre-token,
+    so cutting there would change the ids. Any other tokenizer gets its documents whole.
+    """
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.pattern == GPT2_SPLIT_PATTERN
+    return isinstance(tokenizer, (CharTokenizer, WordTokenizer))
+
+
+Piece = tuple[str, bool]  # some text, and whether a document ends with it
+
+
+def _group(pieces: list[Piece], chars: int) -> list[list[Piece]]:
+    """Consecutive pieces in groups of at least ``chars`` characters (the last may be short), so
+    that a corpus of many small documents is sent to the workers in a few large tasks."""
+    groups: list[list[Piece]] = [[]]
+    size = 0
+    for piece in pieces:
+        if size >= chars:
+            groups.append([])
+            size = 0
+        groups[-1].append(piece)
+        size += len(piece[0])
+    return groups
+
+
 _worker_tokenizer: Tokenizer | None = None
 
 
@@ -161,10 +197,17 @@ def _init_worker(tokenizer: Tokenizer) -> None:
     _worker_tokenizer = tokenizer
 
 
-def _encode(text: str) -> np.ndarray:
-    assert _worker_tokenizer is not None
-    ids = _worker_tokenizer.encode_ordinary(text)
-    return np.asarray(ids, dtype=token_dtype(_worker_tokenizer.vocab_size))
+def _encode(pieces: list[Piece]) -> np.ndarray:
+    """The ids of ``pieces`` one after the other, an end-of-text id wherever a document ends."""
+    tokenizer = _worker_tokenizer
+    assert tokenizer is not None
+    separator = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
+    ids: list[int] = []
+    for text, ends_document in pieces:
+        ids += tokenizer.encode_ordinary(text)
+        if ends_document:
+            ids += separator
+    return np.asarray(ids, dtype=token_dtype(tokenizer.vocab_size))
 
 
 def _cpu_count() -> int:
@@ -204,33 +247,28 @@ def tokenize_corpus(
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     workers = workers or _cpu_count()
-    texts: list[str] = []
-    ends: list[bool] = []  # True where a document ends (an end-of-text id follows)
+    cut = newline_cuts_keep_ids(tokenizer)
+    pieces: list[Piece] = []
     for document in corpus.documents:
-        parts = split_for_workers(document.text, workers)
-        texts += parts
-        ends += [False] * (len(parts) - 1) + [True]
-    separator = np.asarray([tokenizer.eot_id] if tokenizer.eot_id is not None else [],
-                           dtype=token_dtype(tokenizer.vocab_size))
+        parts = split_for_workers(document.text, workers) if cut else [document.text]
+        pieces += [(part, i == len(parts) - 1) for i, part in enumerate(parts)]
+    total = sum(len(text) for text, _ in pieces)
+    tasks = _group(pieces, min(TASK_CHARS, total // (4 * workers) + 1))
+    bar = tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=not progress)
 
-    def chunks(encoded: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        bar = tqdm(total=sum(map(len, texts)), unit="char", unit_scale=True,
-                   desc="tokenizing", disable=not progress)
-        with bar:
-            for text, ids, end in zip(texts, encoded, ends, strict=True):
-                bar.update(len(text))
-                yield ids
-                if end:
-                    yield separator
+    def counted(encoded: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for task, ids in zip(tasks, encoded, strict=True):
+            bar.update(sum(len(text) for text, _ in task))
+            yield ids
 
-    if workers > 1 and len(texts) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                 initargs=(tokenizer,)) as pool:
-            write_token_file(path, chunks(pool.map(_encode, texts, chunksize=1)),
-                             tokenizer.vocab_size)
-    else:
-        _init_worker(tokenizer)
-        write_token_file(path, chunks(map(_encode, texts)), tokenizer.vocab_size)
+    with bar:
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(workers, initializer=_init_worker,
+                                     initargs=(tokenizer,)) as pool:
+                write_token_file(path, counted(pool.map(_encode, tasks)), tokenizer.vocab_size)
+        else:
+            _init_worker(tokenizer)
+            write_token_file(path, counted(map(_encode, tasks)), tokenizer.vocab_size)
     return path
 
 

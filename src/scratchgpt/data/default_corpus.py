@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import sysconfig
+from functools import cache
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -31,12 +32,16 @@ def _docstrings(source: Path) -> list[str]:
             if (doc := ast.get_docstring(node))]
 
 
-def default_documents() -> list[str]:
-    """The built-in corpus as documents: one per reference topic, one per stdlib module."""
+@cache
+def default_documents() -> tuple[str, ...]:
+    """The built-in corpus as documents: one per reference topic, one per stdlib module.
+
+    Read once per process: parsing the standard library takes a few seconds.
+    """
     documents = [topics[name] for name in sorted(topics)]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for source in sorted(stdlib.glob("*.py")):
         docs = _docstrings(source)
         if docs:
             documents.append("\n\n".join(docs))
-    return documents
+    return tuple(documents)

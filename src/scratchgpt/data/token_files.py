@@ -8,7 +8,9 @@ than RAM trains fine: the operating system pages in only the windows being used.
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,37 +25,45 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def write_token_file(path: str | Path, chunks: Iterable[np.ndarray], vocab_size: int) -> Path:
     """Write ``chunks`` of ids one after the other as one ``.npy`` file, atomically.
 
-    The chunks stream through a raw temporary file (the total length is not known up front),
-    which is then copied block by block under an ``.npy`` header and renamed into place: a
-    crash leaves no half-written token file behind.
+    The total length is not known up front, so the ids stream into a temporary file behind room
+    for the ``.npy`` header, and the header, which holds the length, is written last. The
+    temporary file has a name of its own in the same directory and is renamed over ``path`` only
+    once complete and synced to disk: neither a crash nor a second process writing the same file
+    can leave a half-written token file behind.
     """
     path = Path(path)
     dtype = token_dtype(vocab_size)
-    raw = path.with_name(path.name + ".raw.tmp")
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        length = 0
-        with raw.open("wb") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_npy_header(dtype, 0))
+            length = 0
             for chunk in chunks:
                 chunk = np.asarray(chunk)
                 if chunk.size and (chunk.min() < 0 or chunk.max() >= vocab_size):
                     raise ValueError(f"token id out of range 0..{vocab_size - 1} in {path}")
                 f.write(chunk.astype(dtype, copy=False).tobytes())
                 length += chunk.size
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(length,))
-        source = np.memmap(raw, dtype=dtype, mode="r", shape=(length,)) if length else out
-        block = 1 << 24
-        for start in range(0, length, block):
-            out[start : start + block] = source[start : start + block]
-        out.flush()
-        del out, source
-        with tmp.open("rb+") as f:
+            f.seek(0)
+            f.write(_npy_header(dtype, length))
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        raw.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return path
+
+
+def _npy_header(dtype: np.dtype, length: int) -> bytes:
+    """The ``.npy`` header of a 1-D array. NumPy pads it so that the length can grow in place:
+    its size does not depend on ``length``."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header,
+        {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (length,)},
+    )
+    return header.getvalue()
 
 
 def read_token_file(path: str | Path) -> np.ndarray:

@@ -24,6 +24,7 @@ Nothing here imports ``transformers``: state dicts are plain ``{name: tensor}`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -106,30 +107,45 @@ def _checked(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.T
 
 
 def hf_to_scratch(
-    state_dict: dict[str, torch.Tensor], config: ModelConfig
+    state_dict: Mapping[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
     """A ``GPTModel(config)`` state dict from a GPT2LMHeadModel (or GPT2Model) state dict.
 
-    Buffers Hugging Face may include (``attn.bias``, ``attn.masked_bias``) are ignored.
-    Without ``lm_head.weight`` (tied checkpoints often omit it) the output layer is the token
-    embedding. Raises ``KeyError`` for a missing tensor and ``ValueError`` for a wrong shape.
+    Names may carry the ``transformer.`` prefix (GPT2LMHeadModel) or not (GPT2Model, and the
+    hub's own ``model.safetensors``). Buffers Hugging Face may include (``attn.bias``,
+    ``attn.masked_bias``) are ignored. Without ``lm_head.weight`` (tied checkpoints often omit
+    it) the output layer is the token embedding. Raises ``KeyError`` for a missing tensor and
+    ``ValueError`` for a wrong shape.
+
+    Each tensor is looked up once, converted and dropped before the next, so ``state_dict``
+    may be a lazy mapping that reads tensors from a file on access: peak memory is then the
+    converted weights plus one tensor.
     """
     _check_convertible(config)
-    hf = {name.removeprefix("transformer."): tensor for name, tensor in state_dict.items()}
     shapes = _expected_shapes(config)
     ours: dict[str, torch.Tensor] = {}
     for hf_name, our_name in _name_map(config).items():
-        if hf_name not in hf:
+        tensor, shape = _lookup(state_dict, hf_name), shapes[our_name]
+        if tensor is None:
             raise KeyError(f"Hugging Face state dict has no tensor {hf_name!r}")
-        tensor, shape = hf[hf_name], shapes[our_name]
         if hf_name.endswith(_CONV1D_WEIGHTS):
             tensor = _checked(hf_name, tensor, shape[::-1]).t()
         ours[our_name] = _checked(hf_name, tensor, shape).contiguous()
-    head = hf.get("lm_head.weight", hf["wte.weight"])
+    head = _lookup(state_dict, "lm_head.weight")
+    if head is None:
+        head = ours["tok_emb.weight"]
     ours["out_head.weight"] = _checked("lm_head.weight", head, shapes["out_head.weight"])
     if config.tie_weights and not torch.equal(ours["out_head.weight"], ours["tok_emb.weight"]):
         raise ValueError("lm_head.weight differs from wte.weight but the config ties them")
     return ours
+
+
+def _lookup(state_dict: Mapping[str, torch.Tensor], hf_name: str) -> torch.Tensor | None:
+    """``hf_name`` with or without the ``transformer.`` prefix (``lm_head`` never has it)."""
+    for key in (f"transformer.{hf_name}", hf_name):
+        if key in state_dict:
+            return state_dict[key]
+    return None
 
 
 def scratch_to_hf(

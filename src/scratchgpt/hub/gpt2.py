@@ -1,0 +1,242 @@
+"""Load GPT-2, as OpenAI and Hugging Face publish it, into our :class:`GPTModel`.
+
+:func:`load_gpt2` takes any of these ``spec``:
+
+* ``gpt2-124M`` (``-355M``, ``-774M``, ``-1558M``): a model fetched by ``scratchgpt download``
+  into the cache; ``gpt2-124M-hf`` / ``gpt2-124M-openai`` picks the layout;
+* a Hugging Face directory: ``config.json``, ``model.safetensors`` (or ``pytorch_model.bin``),
+  ``vocab.json`` + ``merges.txt``;
+* an OpenAI directory: ``hparams.json``, the TensorFlow checkpoint ``model.ckpt.*``,
+  ``encoder.json`` + ``vocab.bpe``;
+* a run directory written by ``scratchgpt pretrain``.
+
+All layouts go through :func:`scratchgpt.hub.hf_weights.hf_to_scratch`, which checks every
+shape and names any tensor that does not fit; OpenAI's names are first renamed to Hugging
+Face's (``model/h0/attn/c_attn/w`` is ``h.0.attn.c_attn.weight``, its leading axis of size 1
+dropped).
+
+Memory: the model is built on the ``meta`` device (shapes, no storage) and the converted
+tensors become its parameters in place (``load_state_dict(assign=True)``). The file is read
+one tensor at a time into fresh memory (safetensors' ``pread`` backend, or a plain read of the
+TensorFlow data file), so the peak is the weights plus one tensor; ``bench/bench_load.py``
+measures it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.hub.download import FORMATS, check_download, model_name, models_dir
+from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
+from scratchgpt.hub.tf_checkpoint import TFCheckpoint
+from scratchgpt.model import GPTModel
+from scratchgpt.run_dir import is_run_dir, load_run
+from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
+
+
+def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
+    """The model (in eval mode, on the CPU, float32) and tokenizer named by ``spec``: a
+    downloaded name, a Hugging Face or OpenAI directory, or a run directory (listed above)."""
+    directory = resolve_model(spec)
+    if is_run_dir(directory):
+        return load_run(directory)
+    if (directory / "config.json").is_file():
+        model = load_hf_model(directory)
+    elif (directory / "hparams.json").is_file():
+        model = load_openai_model(directory)
+    else:
+        raise FileNotFoundError(
+            f"{directory} is not a model directory: expected config.json + model.safetensors "
+            "(Hugging Face), hparams.json + model.ckpt.index (OpenAI), or a run directory "
+            "(config.toml + checkpoints/)"
+        )
+    tokenizer = load_gpt2_tokenizer(directory)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                         f"model only {model.config.vocab_size}; they do not belong together")
+    return model, tokenizer
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """The directory for ``spec``: an existing path as is, a downloaded name (``gpt2-124M``)
+    as its cache directory once its files check out (Hugging Face's layout first)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    match = DOWNLOADED_NAME.fullmatch(str(spec))
+    if not match:
+        raise FileNotFoundError(f"{spec} is neither a directory nor a downloaded model name "
+                                f"(gpt2-124M, gpt2-355M, gpt2-774M, gpt2-1558M)")
+    size, fmt = match.groups()
+    for layout in [fmt] if fmt else list(FORMATS):
+        directory = models_dir() / model_name(size, layout)
+        if directory.is_dir():
+            check_download(directory, FORMATS[layout])
+            return directory
+    flags = f" --format {fmt}" if fmt else ""
+    raise FileNotFoundError(f"{spec} has not been downloaded (looked in {models_dir()}); "
+                            f"run: scratchgpt download gpt2 --size {size}{flags}")
+
+
+def load_hf_model(directory: str | Path) -> GPTModel:
+    """GPT-2's weights from a Hugging Face directory: ``config.json`` and ``model.safetensors``
+    (or ``pytorch_model.bin``)."""
+    directory = Path(directory)
+    config = config_from_hf(_read_json(directory / "config.json"))
+    safetensors_file, bin_file = (directory / name for name in HF_WEIGHTS)
+    if safetensors_file.is_file():
+        with _safe_open(safetensors_file) as f:
+            weights = _convert(LazyTensors(f.keys(), f.get_tensor), config, safetensors_file)
+    elif bin_file.is_file():
+        # weights_only: a pickle may run code; this unpickler only rebuilds tensors and dicts.
+        # mmap: the zip format (torch >= 1.6) lets tensors stay on disk until they are used.
+        state = torch.load(bin_file, map_location="cpu", weights_only=True,
+                           mmap=zipfile.is_zipfile(bin_file))
+        weights = _convert(LazyTensors(state, state.__getitem__), config, bin_file)
+    else:
+        raise FileNotFoundError(f"{directory} has config.json but no weights: expected "
+                                f"{' or '.join(HF_WEIGHTS)}")
+    return model_from_weights(config, weights)
+
+
+def load_openai_model(directory: str | Path) -> GPTModel:
+    """GPT-2's weights from OpenAI's layout: ``hparams.json`` and the TensorFlow checkpoint
+    (``checkpoint``, ``model.ckpt.index``, ``model.ckpt.data-00000-of-00001``). TensorFlow is
+    not needed (see :mod:`scratchgpt.hub.tf_checkpoint`)."""
+    directory = Path(directory)
+    config = config_from_openai(_read_json(directory / "hparams.json"))
+    checkpoint = TFCheckpoint(directory)
+    tf_names = {hf: tf for tf in checkpoint.entries if (hf := openai_to_hf_name(tf))}
+
+    def read(hf_name: str) -> torch.Tensor:
+        tensor = torch.from_numpy(checkpoint.read(tf_names[hf_name]))
+        return tensor.squeeze(0) if tf_names[hf_name].endswith("/w") else tensor  # [1, in, out]
+
+    try:
+        weights = hf_to_scratch(LazyTensors(tf_names, read), config)
+    except (KeyError, ValueError) as err:
+        message = err.args[0]
+        named = re.search(r"'([^']+)'", message)
+        if named and named.group(1) in tf_names:
+            message += f" (OpenAI's name: {tf_names[named.group(1)]!r})"
+        raise type(err)(f"{checkpoint.prefix}: {message}") from None
+    return model_from_weights(config, weights)
+
+
+def openai_to_hf_name(name: str) -> str | None:
+    """Hugging Face's name for a tensor of OpenAI's checkpoint, None if GPT-2 has no such
+    tensor: ``model/wte`` is ``wte.weight``, ``model/h3/ln_1/g`` (gain) ``h.3.ln_1.weight``,
+    ``model/h3/mlp/c_fc/b`` ``h.3.mlp.c_fc.bias``, ``model/ln_f/g`` ``ln_f.weight``."""
+    if name in ("model/wte", "model/wpe"):
+        return name.removeprefix("model/") + ".weight"
+    match = re.fullmatch(r"model/([\w/]+)/([gbw])", name)
+    if not match:
+        return None
+    module = re.sub(r"^h(\d+)/", r"h.\1/", match.group(1)).replace("/", ".")
+    return f"{module}.{'bias' if match.group(2) == 'b' else 'weight'}"
+
+
+def config_from_openai(hparams: dict[str, Any]) -> ModelConfig:
+    """A :class:`ModelConfig` from OpenAI's ``hparams.json``
+    (``{"n_vocab": 50257, "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12}``).
+
+    The rest is GPT-2's design, as in Hugging Face's ``config.json`` for the same weights:
+    learned positions, biases everywhere, tied embeddings, LayerNorm eps 1e-5, dropout 0.1
+    (which only matters when fine-tuning).
+    """
+    try:
+        return ModelConfig(
+            vocab_size=hparams["n_vocab"], context_length=hparams["n_ctx"],
+            emb_dim=hparams["n_embd"], n_heads=hparams["n_head"], n_layers=hparams["n_layer"],
+            drop_rate=0.1, qkv_bias=True, tie_weights=True, pos_encoding="learned",
+            layer_norm_eps=1e-5,
+        )
+    except KeyError as err:
+        raise ValueError(f"hparams.json lacks {err.args[0]!r}") from None
+
+
+def model_from_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> GPTModel:
+    """``GPTModel(config)`` whose parameters *are* ``weights`` (no copy), in eval mode.
+
+    It is built on the meta device, which records shapes but allocates nothing, so the random
+    initialisation costs neither time nor memory; ``assign=True`` then swaps the given tensors
+    in as the parameters. Assigning replaces each parameter on its own, so a tied output layer
+    is tied again afterwards.
+    """
+    with torch.device("meta"):
+        model = GPTModel(config)
+    model.load_state_dict(weights, assign=True)
+    if config.tie_weights:
+        model.out_head.weight = model.tok_emb.weight
+    return model.eval()
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """A read-only mapping that reads each tensor, as float32, only when it is looked up.
+
+    :func:`hf_to_scratch` converts one tensor at a time, so through this mapping only one
+    unconverted tensor is in memory at once.
+    """
+
+    def __init__(self, names: Iterable[str], read: Callable[[str], torch.Tensor]) -> None:
+        self._names = list(names)
+        self._known = set(self._names)
+        self._read = read
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._known:
+            raise KeyError(name)
+        return self._read(name).float()  # a no-op for float32 tensors
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default would read the tensor
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _convert(
+    tensors: Mapping[str, torch.Tensor], config: ModelConfig, source: Path
+) -> dict[str, torch.Tensor]:
+    """:func:`hf_to_scratch`, with the file named in its errors."""
+    try:
+        return hf_to_scratch(tensors, config)
+    except (KeyError, ValueError) as err:
+        raise type(err)(f"{source}: {err.args[0]}") from None
+
+
+def _safe_open(path: Path) -> Any:
+    """``safe_open`` reading each tensor with ``pread`` into fresh memory (safetensors >= 0.8).
+    Older versions only memory-map, which also keeps the file's pages in our resident set
+    while the file is open (a peak of about 1.4x the weights instead of 1.05x)."""
+    try:
+        return safe_open(path, framework="pt", backend="pread")
+    except TypeError:
+        return safe_open(path, framework="pt")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
