@@ -1,14 +1,15 @@
 """Benchmark loading GPT-2 weights, and generating with them, against transformers.
 
-1. **Load**: a ``gpt2-small``-shaped random ``model.safetensors`` (written once by transformers'
-   ``save_pretrained`` into a temporary directory), read by our ``load_hf_model`` and by
-   ``GPT2LMHeadModel.from_pretrained``. Every load runs in a fresh Python process, so neither
-   gains from the other's caches; its peak memory above the resident memory after the
-   imports is compared with the size of the weights file. Both are also measured up to the
-   first forward pass (transformers maps the file and reads a weight only when it is used),
-   and from before the imports (``import transformers`` is slow; ours pays a similar one-off
-   cost inside the load: building a model on the meta device runs ``nn.Embedding``'s
-   ``normal_`` there, which makes PyTorch import ``torch._dynamo``, about 1 s).
+1. **Load**: a ``gpt2-small``-shaped (or ``--preset``) random ``model.safetensors`` (written
+   once by transformers' ``save_pretrained`` into a temporary directory), read by our
+   ``load_hf_model`` and by ``GPT2LMHeadModel.from_pretrained``. Every load runs in a fresh
+   Python process, so neither gains from the other's caches; its peak memory above the resident
+   memory after the imports is compared with the size of the weights file. Both are also
+   measured up to the first forward pass (transformers maps the file and reads a weight only
+   when it is used), and from before the imports (``import transformers`` is slow; ours pays a
+   similar one-off cost inside the load: building a model on the meta device runs
+   ``nn.Embedding``'s ``normal_`` there, which makes PyTorch import ``torch._dynamo``, about
+   1 s).
 2. **Generate**: greedy new tokens/s of the two loaded models on the same prompt, ours with
    its KV cache (``generate_tokens``) and ``GPT2LMHeadModel.generate(do_sample=False)``.
    The runs alternate, so drifting machine load hits both alike.
@@ -17,6 +18,7 @@ Each number is the median of ``--repeats`` runs (5). Prints markdown tables.
 
     python bench/bench_load.py                  # full run
     python bench/bench_load.py --new-tokens 16  # shorter generation
+    python bench/bench_load.py --preset gpt2-xl --new-tokens 0 --repeats 1   # 6 GB, load only
 """
 
 from __future__ import annotations
@@ -121,20 +123,26 @@ def measure_generation(
             new_tokens / statistics.median(times["hf"]), same)
 
 
-def write_model(directory: Path) -> int:
-    """A random gpt2-small in Hugging Face's layout; returns the weights file's size."""
+def write_model(directory: Path, preset: str) -> int:
+    """A random GPT-2 of the preset's shape in Hugging Face's layout; returns the weights
+    file's size."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from scratchgpt.config import get_preset
+    from scratchgpt.hub.hf_weights import hf_config_from
+
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config()).save_pretrained(directory)
+    config = GPT2Config(**hf_config_from(get_preset(preset)))
+    GPT2LMHeadModel(config).save_pretrained(directory)
     return (directory / "model.safetensors").stat().st_size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=64, help="0: loading only")
+    parser.add_argument("--preset", default="gpt2-small", help="the model's shape")
     parser.add_argument("--child", nargs=2, metavar=("LOADER", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -142,12 +150,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        weights = write_model(directory)
+        weights = write_model(directory, args.preset)
         loads = measure_loads(directory, args.repeats)
-        ours_tps, hf_tps, same = measure_generation(directory, args.new_tokens, args.repeats)
+        if args.new_tokens:
+            generation = measure_generation(directory, args.new_tokens, args.repeats)
 
     mib = 2**20
-    print(f"gpt2-small-shaped model.safetensors: {weights / mib:,.1f} MiB; median of "
+    print(f"{args.preset}-shaped model.safetensors: {weights / mib:,.1f} MiB; median of "
           f"{args.repeats}, each load in a fresh process; peak memory is above the RSS after "
           "the imports\n")
     print("| loader | load (s) | peak (MiB) | peak / weights | load + 1st forward (s) "
@@ -162,6 +171,9 @@ def main() -> None:
     print(f"| ours / transformers | {ours['load_s'] / hf['load_s']:.2f}x | | | "
           f"{ours['forward_s'] / hf['forward_s']:.2f}x | | "
           f"{ours['total_s'] / hf['total_s']:.2f}x |\n")
+    if not args.new_tokens:
+        return
+    ours_tps, hf_tps, same = generation
     print(f"Greedy generation, {args.new_tokens} new tokens after an 8-token prompt "
           f"(same tokens: {same})\n")
     print("| model | new tokens/s |")

@@ -1,9 +1,8 @@
-"""Benchmark GPTModel against Hugging Face's GPT2LMHeadModel, side by side in one process.
+"""Benchmark GPTModel's generation against Hugging Face's GPT2LMHeadModel, in one process.
 
-1. Training step (forward + backward + fused AdamW step), tokens/s, gpt2-small shape, fp32.
-2. Greedy generation with a KV cache, new tokens/s: our ``generate_tokens`` vs
-   ``GPT2LMHeadModel.generate(do_sample=False, use_cache=True)``, for gpt2-small and a
-   small preset.
+Greedy generation with a KV cache, new tokens/s: our ``generate_tokens`` vs
+``GPT2LMHeadModel.generate(do_sample=False, use_cache=True)``, for gpt2-small and a small
+preset. (Training throughput is ``bench_training.py``, which uses these twin models.)
 
 Both models get the same weights (ours, converted with ``scratchgpt.hub.hf_weights``) and
 the runs alternate, so drifting machine load hits both alike. Each number is the median of
@@ -21,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
@@ -53,37 +51,6 @@ def median_seconds(fns: list[Callable[[], object]], warmup: int, repeats: int) -
             fn()
             fn_times.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
-
-
-def train_step_fn(
-    model: torch.nn.Module, logits_of: Callable[[torch.Tensor], torch.Tensor],
-    inputs: torch.Tensor, targets: torch.Tensor,
-) -> Callable[[], None]:
-    # fused=True: PyTorch's fastest CPU AdamW (the default for-each one is ~5x slower
-    # here), the same for both models, so the step time reflects the models.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
-    model.train()
-
-    def step() -> None:
-        logits = logits_of(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def bench_training(batch: int, seq_len: int, warmup: int, repeats: int) -> tuple[float, float]:
-    config = get_preset("gpt2-small")
-    ours, hf = twin_models(config)
-    data = torch.randint(0, config.vocab_size, (batch, seq_len + 1))
-    inputs, targets = data[:, :-1], data[:, 1:]
-    ours_step = train_step_fn(ours, ours, inputs, targets)
-    hf_step = train_step_fn(hf, lambda x: hf(x).logits, inputs, targets)
-    ours_s, hf_s = median_seconds([ours_step, hf_step], warmup, repeats)
-    tokens = batch * seq_len
-    return tokens / ours_s, tokens / hf_s
 
 
 def bench_generation(
@@ -123,7 +90,6 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     repeats = args.repeats or (3 if args.quick else 5)
     warmup = 1 if args.quick else 2
-    batch, seq_len = (1, 128) if args.quick else (2, 256)
     micro = get_preset("micro")
     generation_cases = [  # label, config, new tokens after a 16-token prompt
         ("gpt2-small", get_preset("gpt2-small"), 32 if args.quick else 64),
@@ -135,8 +101,6 @@ def main() -> None:
     ]
 
     rows = []
-    ours, hf = bench_training(batch, seq_len, warmup, repeats)
-    rows.append((f"train step gpt2-small {batch}x{seq_len} (tokens/s)", ours, hf, ""))
     for name, config, new_tokens in generation_cases:
         ours, hf, same = bench_generation(config, 16, new_tokens, warmup, repeats)
         rows.append((f"greedy generate {name}, {new_tokens} new (tokens/s)", ours, hf,

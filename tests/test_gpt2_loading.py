@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,43 @@ def test_not_a_model_directory(tmp_path: Path) -> None:
         load_gpt2(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither a directory nor a downloaded model"):
         load_gpt2(tmp_path / "nothing-here")
+
+
+PEAK_MEMORY = """
+import sys
+from pathlib import Path
+
+import torch
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.hub.gpt2 import load_hf_model
+from scratchgpt.model import GPTModel
+
+def rss(field):
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+
+with torch.device("meta"):  # one-off imports that building on the meta device triggers
+    GPTModel(ModelConfig(vocab_size=8, context_length=4, emb_dim=8, n_heads=1, n_layers=1))
+Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) := resident now (VmRSS)
+before = rss("VmRSS")
+model = load_hf_model(sys.argv[1])
+print(rss("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
+def test_loading_peaks_below_1_3x_the_weights(tmp_path: Path) -> None:
+    # The promise behind loading gpt2-xl (6 GB) on a 16 GB machine, on a 180 MB model: the
+    # peak is the converted weights plus about one tensor, not two copies of the model.
+    config = ModelConfig(context_length=256, emb_dim=512, n_heads=8, n_layers=6)
+    export_hf(GPTModel(config), None, tmp_path)
+    weights = (tmp_path / "model.safetensors").stat().st_size
+    done = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    peak = int(done.stdout.split()[-1])
+    assert peak < 1.3 * weights, f"peak {peak / 2**20:.0f} MiB for {weights / 2**20:.0f} MiB"
 
 
 # -- OpenAI's TensorFlow checkpoint ---------------------------------------------------------------

@@ -8,11 +8,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.hub.hf_weights import config_from_hf, hf_config_from, hf_to_scratch, scratch_to_hf
 from scratchgpt.model import GELU, GPTModel, LayerNorm, SinusoidalPositionalEncoding
+from scratchgpt.model.summary import training_flops_per_token
 
 TINY = ModelConfig(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 
@@ -30,6 +32,33 @@ def test_gpt2_small_has_124m_parameters() -> None:
     assert model.num_parameters(exclude_tied=False) == 163_037_184
     assert model.size_bytes() == 124_439_808 * 4
     assert model.size_bytes(torch.bfloat16) == 124_439_808 * 2
+
+
+def test_gpt2_small_training_flops_per_token() -> None:
+    with torch.device("meta"):
+        model = GPTModel(get_preset("gpt2-small"))
+    weights = 6 * (124_439_808 - 1024 * 768)  # the position table is looked up, not multiplied
+    attention = 12 * 12 * 1024 * 768
+    assert training_flops_per_token(model) == weights + attention
+    assert training_flops_per_token(model, seq_len=256) == weights + attention // 4
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_training_flops_match_pytorchs_count_of_matrix_products(tie_weights: bool) -> None:
+    # PyTorch's FlopCounterMode counts every matrix product of a forward and backward pass.
+    # Leave out what the formula adds on top: attention's term (fused into one SDPA kernel)
+    # and 6 per vector parameter (biases and norms, counted by convention): the rest is exact.
+    config = TINY.replace(tie_weights=tie_weights, n_layers=3)
+    model = GPTModel(config)
+    idx = torch.randint(0, config.vocab_size, (2, config.context_length))
+    with FlopCounterMode(display=False) as counter:
+        model(idx).sum().backward()
+    products = sum(n for op, n in counter.get_flop_counts()["Global"].items()
+                   if str(op) in ("aten.mm", "aten.addmm"))
+    attention = 12 * config.n_layers * config.context_length * config.emb_dim
+    vectors = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    formula = training_flops_per_token(model) - attention - 6 * vectors
+    assert products == formula * idx.numel()
 
 
 def test_tied_and_untied_output_layer() -> None:

@@ -14,14 +14,30 @@ def describe(config: ModelConfig) -> dict[str, Any]:
     """Parameter counts and sizes of a GPTModel of this shape, computed on the meta device."""
     with torch.device("meta"):
         model = GPTModel(config)
-    params = model.num_parameters()
     return {
-        "parameters": params,
+        "parameters": model.num_parameters(),
         "parameters_untied": model.num_parameters(exclude_tied=False),
         "fp32_bytes": model.size_bytes(torch.float32),
         "bf16_bytes": model.size_bytes(torch.bfloat16),
-        # Forward + backward cost about 6 FLOPs per parameter per token (Kaplan et al., 2020),
-        # plus attention's 12 * layers * context * emb_dim.
-        "train_flops_per_token": 6 * params
-        + 12 * config.n_layers * config.context_length * config.emb_dim,
+        "train_flops_per_token": training_flops_per_token(model),
     }
+
+
+def training_flops_per_token(model: GPTModel, seq_len: int | None = None) -> int:
+    """FLOPs of one training step per token, the numerator of model FLOPs utilisation (MFU).
+
+    A weight that multiplies costs 2 FLOPs per token forward and 4 backward: 6 per weight
+    (Kaplan et al., 2020). Embedding tables are looked up, not multiplied, so a learned position
+    table does not count, nor an untied token table; a tied one counts once, as the output
+    layer. Attention adds ``12 * n_layers * seq_len * emb_dim``: query-key scores and the
+    weighted sum of values, forward and backward (PaLM, appendix B). ``seq_len`` defaults to
+    the context length.
+    """
+    config = model.config
+    multiplying = model.num_parameters()
+    if model.pos_emb is not None:
+        multiplying -= sum(p.numel() for p in model.pos_emb.parameters())
+    if not config.tie_weights:
+        multiplying -= model.tok_emb.weight.numel()
+    seq_len = seq_len or config.context_length
+    return 6 * multiplying + 12 * config.n_layers * seq_len * config.emb_dim

@@ -68,7 +68,11 @@ def build_optimizer(
     momentum: float = 0.9,
     fused: bool = False,
 ) -> OptimizerSet:
-    """The optimizer called ``name`` over ``model``'s trainable parameters."""
+    """The optimizer called ``name`` over ``model``'s trainable parameters.
+
+    ``fused``: Adam(W) updates every tensor in one kernel (CPU and CUDA) instead of a loop of
+    small operations; same arithmetic, several times faster.
+    """
     decay, no_decay = _split_decay(model)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
@@ -77,7 +81,8 @@ def build_optimizer(
     if name == "adamw":
         return OptimizerSet([torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)])
     if name == "adam":
-        return OptimizerSet([torch.optim.Adam(decay + no_decay, lr=lr, betas=betas)])
+        return OptimizerSet([torch.optim.Adam(decay + no_decay, lr=lr, betas=betas,
+                                              fused=fused or None)])
     if name == "sgd":
         return OptimizerSet([torch.optim.SGD(groups, lr=lr, momentum=momentum)])
     if name == "muon":
@@ -94,7 +99,7 @@ def build_optimizer(
             torch.optim.AdamW(
                 [{"params": rest, "weight_decay": weight_decay},
                  {"params": no_decay, "weight_decay": 0.0}],
-                lr=lr, betas=betas,
+                lr=lr, betas=betas, fused=fused or None,
             ),
         ])
     raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
