@@ -121,6 +121,19 @@ def test_greedy_cached_and_uncached_equal_the_argmax_loop_past_the_context(
     assert list(generate_tokens(model, PROMPT, steps, use_cache=False)) == expected
 
 
+def test_decoding_follows_weights_changed_between_calls() -> None:
+    # On the CPU, decoding keeps a transposed copy of the output layer: it must not go stale.
+    model = random_model()
+    before = list(generate_tokens(model, PROMPT, 8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # an in-place update, as in training
+    model(torch.tensor([PROMPT])).logsumexp(-1).sum().backward()
+    optimizer.step()
+    after = list(generate_tokens(model, PROMPT, 8))
+    assert after == argmax_loop(model, PROMPT, 8) != before
+    model.out_head.weight = torch.nn.Parameter(torch.randn_like(model.out_head.weight))
+    assert list(generate_tokens(model, PROMPT, 8)) == argmax_loop(model, PROMPT, 8)
+
+
 def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone() -> None:
     model = random_model()
     state = torch.get_rng_state()

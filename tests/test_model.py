@@ -87,6 +87,20 @@ def test_gpt2_initialisation() -> None:
     assert (block.att.qkv.bias == 0).all() and (block.norm1.scale == 1).all()
 
 
+def test_pytorch_default_initialisation() -> None:
+    config = ModelConfig(vocab_size=512, context_length=64, emb_dim=256, n_heads=4, n_layers=2,
+                         init="pytorch")
+    model = GPTModel(config)
+    assert model.tok_emb.weight.std().item() == pytest.approx(1.0, rel=0.03)
+    assert model.pos_emb.weight.std().item() == pytest.approx(1.0, rel=0.03)
+    bound = 1 / math.sqrt(config.emb_dim)  # nn.Linear: uniform in +-1/sqrt(fan_in)
+    weight = model.blocks[0].att.qkv.weight
+    assert weight.abs().max().item() <= bound
+    assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)
+    with pytest.raises(ValueError, match="init must be 'gpt2' or 'pytorch'"):
+        config.replace(init="xavier")
+
+
 # -- shapes and errors --------------------------------------------------------------------
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal", "rope"])
 def test_forward_shapes(pos_encoding: str) -> None:

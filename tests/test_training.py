@@ -114,7 +114,7 @@ def test_the_book_recipe_resolves_to_gpt2_small_with_a_256_context() -> None:
     config = load_config(Path(__file__).parent.parent / "configs" / "book-ch5.toml", {})
     model = config.model.resolve(vocab_size=50257)
     assert model == get_preset("gpt2-small").replace(
-        context_length=256, drop_rate=0.1, qkv_bias=False, tie_weights=False
+        context_length=256, drop_rate=0.1, qkv_bias=False, tie_weights=False, init="pytorch"
     )
     assert (config.train.lr, config.train.weight_decay, config.train.batch_size) == (4e-4, 0.1, 2)
 

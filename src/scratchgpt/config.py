@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 PositionalEncoding = Literal["learned", "sinusoidal", "rope"]
+Initialisation = Literal["gpt2", "pytorch"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ModelConfig:
     tie_weights: bool = True
     pos_encoding: PositionalEncoding = "learned"
     layer_norm_eps: float = 1e-5
+    init: Initialisation = "gpt2"  # starting weights; see GPTModel._init_weights
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -41,6 +43,8 @@ class ModelConfig:
                 f"ModelConfig.pos_encoding must be 'learned', 'sinusoidal' or 'rope', "
                 f"got {self.pos_encoding!r}"
             )
+        if self.init not in ("gpt2", "pytorch"):
+            raise ValueError(f"ModelConfig.init must be 'gpt2' or 'pytorch', got {self.init!r}")
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise ValueError(f"rotary positions need an even head size, got {self.head_dim}")
         if not 0.0 <= self.drop_rate < 1.0:

@@ -17,6 +17,7 @@ one position instead of re-running the whole sequence.
 from __future__ import annotations
 
 import codecs
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -71,15 +72,42 @@ def _check_sampling(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+# CPU copies of output weights, transposed for decoding: {layer: (weight, version, copy)}.
+_TRANSPOSED_HEADS: weakref.WeakKeyDictionary[
+    torch.nn.Module, tuple[torch.Tensor, int, torch.Tensor]
+] = weakref.WeakKeyDictionary()
+
+
+def _head_for_decoding(model: GPTModel) -> torch.Tensor:
+    """The output layer's weights as ``[emb_dim, vocab_size]``: logits are ``hidden @ this``.
+
+    Each new token multiplies one vector by the ``[vocab_size, emb_dim]`` output matrix, the
+    largest read of the step (154 MB for gpt2-small). On the CPU, PyTorch's matrix-vector
+    kernel is several times slower over ``nn.Linear``'s ``[out, in]`` layout than over a
+    contiguous ``[in, out]`` copy (``bench/bench_model.py``: micro from 200 to 470 tokens/s), so
+    there we keep such a copy, made again only when the weights change (every in-place update,
+    an optimizer step for one, bumps a tensor's version counter). Elsewhere, a view suffices.
+    """
+    weight = model.out_head.weight
+    if weight.device.type != "cpu":
+        return weight.T
+    cached = _TRANSPOSED_HEADS.get(model.out_head)
+    if cached is None or cached[0] is not weight or cached[1] != weight._version:
+        cached = (weight, weight._version, weight.detach().T.contiguous())
+        _TRANSPOSED_HEADS[model.out_head] = cached
+    return cached[2]
+
+
 @torch.inference_mode()
 def _last_logits(model: GPTModel, ids: list[int], kv_cache: KVCache | None) -> torch.Tensor:
-    """Logits ``[vocab_size]`` after ``ids`` (only the last position goes through out_head).
+    """Logits ``[vocab_size]`` after ``ids`` (only the last position goes through the output
+    layer).
 
     Inference mode is entered per call, never held across a ``yield``: the caller's own code
     between two tokens runs with autograd as usual.
     """
     idx = torch.tensor([ids], device=model.tok_emb.weight.device)
-    return model.out_head(model.hidden_states(idx, kv_cache)[0, -1])
+    return model.hidden_states(idx, kv_cache)[0, -1] @ _head_for_decoding(model)
 
 
 def generate_tokens(

@@ -65,6 +65,8 @@ class ModelChoice:
     qkv_bias: bool | None = knob(None, "biases in the query/key/value projections")
     tie_weights: bool | None = knob(None, "share the token embedding with the output layer")
     pos_encoding: str | None = knob(None, "learned, sinusoidal or rope")
+    init: str | None = knob(None, "starting weights: gpt2 (N(0, 0.02)) or pytorch (each "
+                                  "layer's default, as in the book)")
 
     def resolve(self, vocab_size: int) -> ModelConfig:
         changes = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}

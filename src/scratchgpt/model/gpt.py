@@ -54,9 +54,22 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight
 
     def _init_weights(self) -> None:
-        """GPT-2's initialisation: weights ~ N(0, 0.02), biases 0, and the projections that
-        write into the residual stream (``out_proj``) scaled by ``1/sqrt(2 * n_layers)``: each
-        block adds two such outputs, so the residual's variance stays put with depth."""
+        """Starting weights, by ``config.init``.
+
+        ``"gpt2"``: GPT-2's initialisation. Weights ~ N(0, 0.02), biases 0, and the
+        projections that write into the residual stream (``out_proj``) scaled by
+        ``1/sqrt(2 * n_layers)``: each block adds two such outputs, so the residual's variance
+        stays put with depth. Deep models train stably from here.
+
+        ``"pytorch"``: each layer's own default, which is what the book's chapters use:
+        embeddings ~ N(0, 1), linear weights uniform in ``±1/sqrt(fan_in)``. Token vectors 50
+        times larger than GPT-2's are told apart at once, so a small text is learned by heart
+        quickly: chapter 5's overfitting run needs them.
+        """
+        if self.config.init == "pytorch":
+            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
+                nn.init.normal_(self.pos_emb.weight)  # as an nn.Embedding would start
+            return
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
