@@ -82,7 +82,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) 
     group = parser.add_argument_group(f"[{section}] settings (also in --config FILE.toml)")
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        help_text = field.metadata.get("help", "")
+        if field.default is not None:
+            help_text += f" (default: {field.default})"
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         dest = f"{section}.{field.name}"
         if "bool" in kind:
@@ -90,7 +92,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) 
                                default=None, help=help_text)
         else:
             convert = int if "int" in kind else float if "float" in kind else str
-            group.add_argument(flag, dest=dest, type=convert, default=None, help=help_text)
+            group.add_argument(flag, dest=dest, type=convert, default=None,
+                               metavar=field.name.upper(), help=help_text)
 
 
 def _pretrain(args: argparse.Namespace) -> int:

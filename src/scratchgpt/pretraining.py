@@ -49,6 +49,9 @@ class DataConfig:
     stride: int | None = knob(None, "step between training windows (default: context length)")
     sample_prompt: str = knob("The", "prompt for the text samples printed at each evaluation")
     sample_tokens: int = knob(40, "length of each text sample, in tokens")
+    sample_temperature: float = knob(0.8, "sampling temperature of the text samples (0: greedy, "
+                                          "which small models turn into loops)")
+    sample_top_k: int | None = knob(40, "sample among the k most likely tokens")
     workers: int = knob(0, "processes tokenizing the corpus (0: one per CPU core)")
 
 
@@ -202,7 +205,8 @@ def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
             batch_size=config.train.batch_size, stride=data.stride,
             eval_windows=config.train.eval_batches * global_batch, seed=config.train.seed,
             tokenizer=tokenizer, sample_prompt=data.sample_prompt,
-            sample_tokens=data.sample_tokens,
+            sample_tokens=data.sample_tokens, sample_temperature=data.sample_temperature,
+            sample_top_k=data.sample_top_k,
         )
         trainer = Trainer(model, task, config.train, run_dir, process=process,
                           show_progress=show_progress)

@@ -52,6 +52,8 @@ class LanguageModelingTask:
         tokenizer: Tokenizer | None = None,
         sample_prompt: str = "The",
         sample_tokens: int = 40,
+        sample_temperature: float = 0.0,
+        sample_top_k: int | None = None,
     ) -> None:
         self.train_windows = TokenWindows(train_tokens, context_length, stride)
         self.val_windows = TokenWindows(val_tokens, context_length, context_length)
@@ -60,6 +62,8 @@ class LanguageModelingTask:
         self.tokenizer = tokenizer
         self.sample_prompt = sample_prompt
         self.sample_tokens = sample_tokens
+        self.sample_temperature = sample_temperature
+        self.sample_top_k = sample_top_k
         eval_windows = eval_windows or eval_batches * batch_size
         self.eval_sets = {
             "train": _fixed_batches(self.train_windows, eval_windows, batch_size),
@@ -88,8 +92,13 @@ class LanguageModelingTask:
         return metrics
 
     def sample(self, model: nn.Module) -> str | None:
+        """A continuation of the sample prompt. Sampled with the task's seed, from a generator
+        of its own: the same text for the same weights, and the training RNG is untouched
+        (a resumed run stays bit-identical)."""
         if self.tokenizer is None or self.sample_tokens == 0:
             return None
         pieces = generate_text(model, self.tokenizer, self.sample_prompt,
-                               max_new_tokens=self.sample_tokens, temperature=0.0)
+                               max_new_tokens=self.sample_tokens,
+                               temperature=self.sample_temperature, top_k=self.sample_top_k,
+                               seed=self.seed)
         return self.sample_prompt + "".join(pieces)
