@@ -93,6 +93,7 @@ def measure_generation(
 ) -> tuple[float, float, bool]:
     """Median new tokens/s of ours and of transformers, and whether they chose the same tokens."""
     import torch
+    from timing import median_seconds
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
@@ -113,14 +114,8 @@ def measure_generation(
         return out[0, prompt.shape[1]:].tolist()
 
     same = run_ours() == run_theirs()  # also the warm-up
-    times: dict[str, list[float]] = {"ours": [], "hf": []}
-    for _ in range(repeats):
-        for name, fn in (("ours", run_ours), ("hf", run_theirs)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return (new_tokens / statistics.median(times["ours"]),
-            new_tokens / statistics.median(times["hf"]), same)
+    ours_s, theirs_s = median_seconds([run_ours, run_theirs], repeats)
+    return new_tokens / ours_s, new_tokens / theirs_s, same
 
 
 def write_model(directory: Path, preset: str) -> int:

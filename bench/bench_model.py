@@ -15,11 +15,9 @@ the timed repeats after warm-up. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_seconds
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
@@ -37,20 +35,6 @@ def twin_models(config: ModelConfig) -> tuple[GPTModel, GPT2LMHeadModel]:
     hf = GPT2LMHeadModel(hf_config)
     hf.load_state_dict(scratch_to_hf(ours.state_dict(), config))
     return ours, hf
-
-
-def median_seconds(fns: list[Callable[[], object]], warmup: int, repeats: int) -> list[float]:
-    """Median wall time of each function; the functions take turns every repeat."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def bench_generation(
@@ -75,7 +59,7 @@ def bench_generation(
             )
         results["hf"] = out[0, prompt_len:].tolist()
 
-    ours_s, hf_s = median_seconds([ours_generate, hf_generate], warmup, repeats)
+    ours_s, hf_s = median_seconds([ours_generate, hf_generate], repeats, warmup)
     return new_tokens / ours_s, new_tokens / hf_s, results["ours"] == results["hf"]
 
 

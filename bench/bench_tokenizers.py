@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import tiktoken
 import tokenizers
+from timing import median_seconds
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers, trainers
 
@@ -47,17 +45,6 @@ def offline_tiktoken_gpt2(cache_dir: Path) -> tiktoken.Encoding:
         shutil.copyfile(ASSETS / source, cache_dir / name)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
     return tiktoken.get_encoding("gpt2")
-
-
-def median_seconds(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median wall time of each function; the functions take turns every repeat."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def bench_encoding(text: str, reference: tiktoken.Encoding) -> list[tuple[str, float]]:

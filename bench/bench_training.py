@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_model import median_seconds, twin_models
+from bench_model import twin_models
+from timing import median_seconds
 from torch import nn
 from transformers.utils import logging as hf_logging
 
@@ -106,8 +107,8 @@ def main() -> None:
         def step(trainer: Trainer) -> None:
             trainer.train_step().item()  # .item() waits for the device
 
-        seconds = median_seconds([lambda t=t: step(t) for t in trainers], args.warmup,
-                                 args.repeats)
+        seconds = median_seconds([lambda t=t: step(t) for t in trainers], args.repeats,
+                                 args.warmup)
 
     batch_tokens = args.batch * args.seq_len
     print(f"torch {torch.__version__}, {args.device} ({torch.get_num_threads()} threads), "
