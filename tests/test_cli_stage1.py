@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,20 @@ def test_info_as_a_real_process() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == str(GPT2_SMALL_PARAMETERS)
     assert f"parameters (output head counted separately): {163_037_184:,}" in result.stdout
+
+
+def test_a_reader_that_leaves_early_is_not_an_error() -> None:
+    # `scratchgpt info --preset gpt2-small | head -1`: head exits before the output is written
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "scratchgpt.cli", "info", "--preset", "gpt2-small"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 # -- train-tokenizer, then tokenize ----------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,7 +111,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         config_file = run_dir / "config.toml"
     config = load_config(config_file, overrides)
     result = pretrain(config, run_dir, resume=args.resume)
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
+        print(f"run directory: {run_dir}", file=sys.stderr)
     return 130 if result.interrupted else 0
 
 
@@ -269,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`scratchgpt ... | head`): not an error
+        # Point stdout at /dev/null so that flushing it at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, KeyError, CheckpointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scratchgpt {args.command}: error: {message}", file=sys.stderr)

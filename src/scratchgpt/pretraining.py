@@ -216,6 +216,9 @@ def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
                 trainer.resume(checkpoint)
                 if process.is_main:
                     _log(f"resumed from {checkpoint} (step {trainer.step})")
+                    if trainer.step >= train.max_steps:
+                        _log(f"the run has already trained its {train.max_steps} steps; "
+                             "pass a larger --max-steps to train on")
         result = trainer.fit()
         if process.is_main and result.interrupted:
             _log(f"interrupted: saved a checkpoint at step {result.step}; "
