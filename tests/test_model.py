@@ -97,7 +97,7 @@ def test_pytorch_default_initialisation() -> None:
     weight = model.blocks[0].att.qkv.weight
     assert weight.abs().max().item() <= bound
     assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)
-    with pytest.raises(ValueError, match="init must be 'gpt2' or 'pytorch'"):
+    with pytest.raises(ValueError, match="init: must be one of gpt2, pytorch, got 'xavier'"):
         config.replace(init="xavier")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +19,8 @@ from pretrain_runs import (
     write_corpus,
 )
 
+from scratchgpt.config_files import load_toml
+from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training.checkpoints import load_checkpoint, step_dirs
 
 STEPS = ["--max-steps", "8", "--eval-every", "2", "--drop-rate", "0.1"]
@@ -136,3 +140,106 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(
     assert load_checkpoint(good).step == 2
     assert [s for s, _ in step_dirs(run_dir / "checkpoints")] == [2]
     assert not list((run_dir / "checkpoints").glob(".*"))
+
+
+def _copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _sample_steps(run_dir: Path) -> list[int]:
+    text = (run_dir / "samples.txt").read_text(encoding="utf-8")
+    return [int(step) for step in re.findall(r"^--- step (\d+)$", text, re.MULTILINE)]
+
+
+def test_a_failed_start_leaves_nothing_and_the_retry_gets_what_it_asked_for(
+    corpus: Path, cache: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "retry"
+    short = tmp_path / "short.txt"
+    short.write_text(corpus.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    too_short = run_pretrain(short, run_dir, cache, "--context-length", "512")
+    assert too_short.returncode == 2, too_short.stderr
+    assert "shorter than one window" in too_short.stderr  # found after training the tokenizer
+    assert not run_dir.exists()
+    bad_shape = run_pretrain(corpus, run_dir, cache, "--context-length", "0")
+    assert bad_shape.returncode == 2
+    assert "--context-length: must be > 0, got 0" in bad_shape.stderr
+    assert not run_dir.exists()
+
+    done = run_pretrain(corpus, run_dir, cache, "--tokenizer", "bpe:500", "--max-steps", "2",
+                        "--eval-every", "2")
+    assert done.returncode == 0, done.stderr
+    assert Tokenizer.load(run_dir / "tokenizer.json").vocab_size == 500  # not a stale 300
+    assert load_toml(run_dir / "config.toml")["data"]["tokenizer"] == "bpe:500"
+    # Under a pipe: plain lines, no \r frames; the text samples print as text, indented.
+    assert "\r" not in done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("step 0: train loss")
+    assert lines[1].startswith("  The")
+    assert "\\x" not in done.stdout and "\\n" not in done.stdout
+
+
+def test_resume_with_no_checkpoint_says_so_and_starts_over(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy_run(uninterrupted, tmp_path / "no-checkpoint")
+    shutil.rmtree(run_dir / "checkpoints")  # as a kill before the first checkpoint leaves it
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "holds no checkpoint yet" in resumed.stderr
+    assert "starting from the beginning" in resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)  # each step once, same values
+    assert _sample_steps(run_dir) == _sample_steps(uninterrupted) == [0, 2, 4, 6, 8]
+
+
+def test_resume_when_only_best_is_left_continues_from_it(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy_run(uninterrupted, tmp_path / "only-best")
+    for _, step_dir in step_dirs(run_dir / "checkpoints"):
+        shutil.rmtree(step_dir)
+    best = load_checkpoint(run_dir / "checkpoints" / "best").step
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {run_dir / 'checkpoints' / 'best'} (step {best})" in resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)
+    assert _sample_steps(run_dir) == [0, 2, 4, 6, 8]
+
+
+def _resumable_from_step_6(uninterrupted: Path, run_dir: Path) -> Path:
+    """A copy of the finished run as a kill between the checkpoints of steps 6 and 8 leaves
+    it: the step-8 records written, the step-8 checkpoint not."""
+    _copy_run(uninterrupted, run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000008")
+    if load_checkpoint(run_dir / "checkpoints" / "best").step > 6:
+        shutil.rmtree(run_dir / "checkpoints" / "best")
+    return run_dir
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = _resumable_from_step_6(uninterrupted, tmp_path / "torn")
+    metrics = run_dir / "metrics.jsonl"
+    text = metrics.read_text(encoding="utf-8")
+    metrics.write_text(text[: len(text) - 40], encoding="utf-8")  # the last line cut short
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{metrics} line 5 was cut short" in resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)
+    assert _sample_steps(run_dir) == [0, 2, 4, 6, 8]
+
+
+def test_a_broken_metrics_line_is_named(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = _resumable_from_step_6(uninterrupted, tmp_path / "broken")
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = '{"step": 2, "tokens": 128,,}\n'
+    metrics.write_text("".join(lines), encoding="utf-8")
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    assert resumed.returncode == 2
+    assert f"{metrics} line 2: not valid JSON" in resumed.stderr
+    assert "Traceback" not in resumed.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,13 @@ from scratchgpt.config import get_preset
 from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.pretraining import load_config, pretrain
+from scratchgpt.progress import LogProgress, progress_bar
 from scratchgpt.run_dir import load_run
 from scratchgpt.training.checkpoints import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
+    resume_checkpoint,
     save_checkpoint,
     step_dirs,
 )
@@ -101,6 +105,59 @@ def test_corrupted_and_truncated_checkpoints_are_named(tmp_path: Path) -> None:
     (path / "meta.json").unlink()
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("meta", [
+    {"step": 1, "val_loss": None},  # no checksums at all
+    {"step": 1, "val_loss": None, "sha256": {}},
+    {"step": 1, "val_loss": None, "sha256": {"model.safetensors": "0" * 64}},  # one missing
+])
+def test_a_checkpoint_without_checksums_is_refused(tmp_path: Path, meta: dict) -> None:
+    path = save_checkpoint(tmp_path, step=1, weights=_weights(1), state={"step": 1},
+                           val_loss=None, keep_last=3, is_best=False)
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # a flipped weight byte, which only a checksum can catch
+    weights.write_bytes(bytes(data))
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"meta\.json lists no sha256 for model\.safetensors "
+                                              r"and state\.pt, so the checkpoint cannot be "
+                                              "verified"):
+        load_checkpoint(path)
+
+
+def test_resume_point_is_the_newest_of_the_steps_and_best(tmp_path: Path) -> None:
+    assert resume_checkpoint(tmp_path) is None
+    save_checkpoint(tmp_path, step=2, weights=_weights(2), state={}, val_loss=1.0, keep_last=5,
+                    is_best=True)
+    save_checkpoint(tmp_path, step=4, weights=_weights(4), state={}, val_loss=2.0, keep_last=5,
+                    is_best=False)
+    assert resume_checkpoint(tmp_path) == tmp_path / "step-00000004"
+    shutil.rmtree(tmp_path / "step-00000004")
+    assert resume_checkpoint(tmp_path) == tmp_path / "step-00000002"  # a tie: the step one
+    shutil.rmtree(tmp_path / "step-00000002")
+    assert resume_checkpoint(tmp_path) == tmp_path / "best"  # only best is left
+
+
+def test_progress_in_a_log_is_whole_lines_without_repeats() -> None:
+    log = io.StringIO()
+    with LogProgress(total=50, file=log, unit="step", interval=3600) as bar:
+        for _ in range(50):
+            bar.update(1)
+            bar.set_postfix(loss="1.0")  # tqdm redraws on each postfix: a log must not
+        LogProgress.write("step 50: evaluated", file=log)
+    lines = log.getvalue().split("\n")
+    assert "\r" not in log.getvalue()
+    assert lines[-1] == ""  # ends with a newline, and no blank line
+    assert [line.split("|")[0].strip() for line in lines[:-1] if "|" in line] == ["0%", "100%"]
+    assert lines[-2] == "step 50: evaluated"
+
+    stopped = io.StringIO()
+    with LogProgress(total=50, file=stopped, interval=3600) as bar:
+        bar.update(20)  # Ctrl-C: the bar closes early and says where it stopped, once
+    assert [line.split("|")[0].strip() for line in stopped.getvalue().splitlines()] == [
+        "0%", "40%"]
+    assert isinstance(progress_bar(total=3, file=io.StringIO()), LogProgress)
 
 
 def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -6,8 +6,17 @@ with tied embeddings). The small presets train on a laptop CPU in minutes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
+
+from scratchgpt.settings import (
+    DECAY,
+    POSITIVE,
+    SettingError,
+    build_settings,
+    check_settings,
+    knob,
+)
 
 PositionalEncoding = Literal["learned", "sinusoidal", "rope"]
 Initialisation = Literal["gpt2", "pytorch"]
@@ -17,38 +26,26 @@ Initialisation = Literal["gpt2", "pytorch"]
 class ModelConfig:
     """Shape of a GPTModel. Field names follow "Build a Large Language Model (From Scratch)"."""
 
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.0
-    qkv_bias: bool = True
-    tie_weights: bool = True
-    pos_encoding: PositionalEncoding = "learned"
-    layer_norm_eps: float = 1e-5
-    init: Initialisation = "gpt2"  # starting weights; see GPTModel._init_weights
+    vocab_size: int = knob(50257, "tokens in the vocabulary", POSITIVE)
+    context_length: int = knob(1024, "tokens the model sees at once", POSITIVE)
+    emb_dim: int = knob(768, "width of the token vectors", POSITIVE)
+    n_heads: int = knob(12, "attention heads per layer", POSITIVE)
+    n_layers: int = knob(12, "transformer blocks", POSITIVE)
+    drop_rate: float = knob(0.0, "dropout probability", DECAY)
+    qkv_bias: bool = knob(True, "biases in the query/key/value projections")
+    tie_weights: bool = knob(True, "share the token embedding with the output layer")
+    pos_encoding: PositionalEncoding = knob("learned", "learned, sinusoidal or rope")
+    layer_norm_eps: float = knob(1e-5, "added to the variance in LayerNorm", POSITIVE)
+    init: Initialisation = knob("gpt2", "starting weights; see GPTModel._init_weights")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        check_settings(self)
         if self.emb_dim % self.n_heads:
-            raise ValueError(
-                f"ModelConfig.emb_dim ({self.emb_dim}) must be divisible by "
-                f"n_heads ({self.n_heads})"
-            )
-        if self.pos_encoding not in ("learned", "sinusoidal", "rope"):
-            raise ValueError(
-                f"ModelConfig.pos_encoding must be 'learned', 'sinusoidal' or 'rope', "
-                f"got {self.pos_encoding!r}"
-            )
-        if self.init not in ("gpt2", "pytorch"):
-            raise ValueError(f"ModelConfig.init must be 'gpt2' or 'pytorch', got {self.init!r}")
+            raise SettingError("n_heads", f"emb_dim ({self.emb_dim}) must be divisible by "
+                                          f"n_heads ({self.n_heads})")
         if self.pos_encoding == "rope" and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head size, got {self.head_dim}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"ModelConfig.drop_rate must be in [0, 1), got {self.drop_rate}")
+            raise SettingError("pos_encoding", "rotary positions need an even head size "
+                                               f"(emb_dim / n_heads), got {self.head_dim}")
 
     @property
     def head_dim(self) -> int:
@@ -62,12 +59,9 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "ModelConfig") -> ModelConfig:
+        """Inverse of :meth:`to_dict`; errors name ``where`` the table came from."""
+        return build_settings(cls, data, where)
 
 
 PRESETS: dict[str, ModelConfig] = {

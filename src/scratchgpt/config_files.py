@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,3 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: invalid TOML: {err}") from None
 
-
-def check_fields(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
-    """Refuse keys that ``cls`` (a dataclass) has no field for, naming them and ``where``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
-        )
-    return table

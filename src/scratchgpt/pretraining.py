@@ -14,6 +14,7 @@ The run directory's layout is described in :mod:`scratchgpt.run_dir`.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -22,17 +23,36 @@ from typing import Any
 
 import torch
 
-from scratchgpt.config import ModelConfig, get_preset
-from scratchgpt.config_files import check_fields, dump_toml, load_toml
+from scratchgpt.config import PRESETS, ModelConfig, get_preset
+from scratchgpt.config_files import load_toml
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
+from scratchgpt.data.corpus import Corpus, default_cache_dir
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
-from scratchgpt.tokenizers import Tokenizer, load_tokenizer, train_bpe
+from scratchgpt.run_dir import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    RESOLVED_MODEL,
+    TOKENIZER_FILE,
+    check_run_dir,
+    start_run_dir,
+)
+from scratchgpt.settings import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Matches,
+    OneOf,
+    SettingError,
+    build_settings,
+    check_settings,
+    flag_name,
+    knob,
+)
+from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, load_tokenizer, train_bpe
 from scratchgpt.training import distributed
-from scratchgpt.training.checkpoints import latest_checkpoint
-from scratchgpt.training.config import TrainConfig, knob
+from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.language_modeling import LanguageModelingTask
-from scratchgpt.training.trainer import FitResult, Trainer
+from scratchgpt.training.trainer import FitResult, Trainer, resolve_device
 
 
 @dataclass
@@ -43,23 +63,39 @@ class DataConfig:
                                   "(default: the Python documentation built into CPython)")
     tokenizer: str = knob("bpe:2048", "bpe:VOCAB_SIZE to train one on the corpus, or a "
                                       "tokenizer SPEC (see `scratchgpt tokenize --help`)")
-    val_fraction: float = knob(0.1, "share of the tokens held out for validation (the end)")
+    val_fraction: float = knob(0.1, "share of the tokens held out for validation (the end)",
+                               FRACTION)
     encoding_errors: str = knob("strict", "strict: stop at bytes that are not UTF-8; "
-                                          "replace: turn them into U+FFFD")
-    stride: int | None = knob(None, "step between training windows (default: context length)")
-    sample_prompt: str = knob("The", "prompt for the text samples printed at each evaluation")
-    sample_tokens: int = knob(40, "length of each text sample, in tokens")
+                                          "replace: turn them into U+FFFD",
+                                OneOf(("strict", "replace")))
+    stride: int | None = knob(None, "step between training windows (default: context length)",
+                              POSITIVE)
+    sample_prompt: str = knob("The", "prompt for the text samples printed at each evaluation",
+                              Matches(r"(?s).+", "some text"))
+    sample_tokens: int = knob(40, "length of each text sample, in tokens", NON_NEGATIVE)
     sample_temperature: float = knob(0.8, "sampling temperature of the text samples (0: greedy, "
-                                          "which small models turn into loops)")
-    sample_top_k: int | None = knob(40, "sample among the k most likely tokens")
-    workers: int = knob(0, "processes tokenizing the corpus (0: one per CPU core)")
+                                          "which small models turn into loops)", NON_NEGATIVE)
+    sample_top_k: int | None = knob(40, "sample among the k most likely tokens", POSITIVE)
+    workers: int = knob(0, "processes tokenizing the corpus (0: one per CPU core)", NON_NEGATIVE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.tokenizer.startswith("bpe:") and not self.tokenizer[4:].isdigit():
+            raise SettingError("tokenizer", f"{self.tokenizer!r} is not bpe:VOCAB_SIZE with a "
+                                            "whole number, e.g. bpe:2048")
+
+    @property
+    def bpe_vocab_size(self) -> int | None:
+        """N of ``bpe:N`` (a tokenizer to train), or None for a tokenizer to load."""
+        return int(self.tokenizer[4:]) if self.tokenizer.startswith("bpe:") else None
 
 
 @dataclass
 class ModelChoice:
-    """A preset, optionally with some of its fields changed."""
+    """A preset, optionally with some of its fields changed (each checked by ModelConfig)."""
 
-    preset: str = knob("micro", "nano, micro, mini (CPU sizes) or gpt2-small|medium|large|xl")
+    preset: str = knob("micro", "nano, micro, mini (CPU sizes) or gpt2-small|medium|large|xl",
+                       OneOf(tuple(PRESETS)))
     context_length: int | None = knob(None, "tokens the model sees at once")
     emb_dim: int | None = knob(None, "width of the token vectors")
     n_heads: int | None = knob(None, "attention heads per layer")
@@ -71,10 +107,20 @@ class ModelChoice:
     init: str | None = knob(None, "starting weights: gpt2 (N(0, 0.02)) or pytorch (each "
                                   "layer's default, as in the book)")
 
-    def resolve(self, vocab_size: int) -> ModelConfig:
+    def __post_init__(self) -> None:
+        check_settings(self)
+        self.resolve()  # the model's own checks, before anything is trained or written
+
+    def resolve(self, vocab_size: int | None = None) -> ModelConfig:
+        """The preset with the fields that were set (and ``vocab_size``, if given) changed."""
         changes = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
         changes = {k: v for k, v in changes.items() if v is not None}
-        return get_preset(self.preset).replace(**changes, vocab_size=vocab_size)
+        if vocab_size is not None:
+            changes["vocab_size"] = vocab_size
+        return get_preset(self.preset).replace(**changes)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelChoice, "train": TrainConfig}
 
 
 @dataclass
@@ -86,18 +132,22 @@ class PretrainConfig:
     train: TrainConfig
 
     @classmethod
-    def from_tables(cls, tables: dict[str, dict[str, Any]], source: str) -> PretrainConfig:
-        """Build from TOML tables. ``[resolved_model]``, which a run directory's config.toml
-        adds to show the model that was built, is read by ``--resume`` only."""
-        unknown = sorted(set(tables) - {"data", "model", "train", RESOLVED_MODEL})
+    def from_tables(cls, tables: dict[str, Any], source: str,
+                    flags: dict[str, set[str]] | None = None) -> PretrainConfig:
+        """Build from TOML tables; ``flags`` names the keys of each table that came from the
+        command line, so an error says ``--lr`` rather than ``SOURCE [train] lr``.
+        ``[resolved_model]``, which a run directory's config.toml adds to show the model that
+        was built, is read by ``--resume`` only."""
+        unknown = sorted(set(tables) - {*SECTIONS, RESOLVED_MODEL})
         if unknown:
             raise ValueError(f"{source}: unknown table(s) [{'], ['.join(unknown)}]; "
                              f"expected [data], [model], [train]")
-        return cls(
-            DataConfig(**check_fields(tables.get("data", {}), DataConfig, f"{source} [data]")),
-            ModelChoice(**check_fields(tables.get("model", {}), ModelChoice, f"{source} [model]")),
-            TrainConfig(**check_fields(tables.get("train", {}), TrainConfig, f"{source} [train]")),
-        )
+        built = {
+            section: build_settings(kind, tables.get(section, {}), f"{source} [{section}]",
+                                    {k: flag_name(k) for k in (flags or {}).get(section, ())})
+            for section, kind in SECTIONS.items()
+        }
+        return cls(**built)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         return {"data": asdict(self.data), "model": asdict(self.model), "train": asdict(self.train)}
@@ -105,10 +155,13 @@ class PretrainConfig:
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> PretrainConfig:
     """Defaults, then the TOML file (if any), then ``overrides`` (e.g. command-line flags)."""
-    tables: dict[str, dict[str, Any]] = load_toml(path) if path else {}
+    tables: dict[str, Any] = load_toml(path) if path else {}
     for section, values in overrides.items():
-        tables.setdefault(section, {}).update(values)
-    return PretrainConfig.from_tables(tables, str(path or "command line"))
+        table = tables.setdefault(section, {})
+        if isinstance(table, dict):
+            table.update(values)
+    flags = {section: set(values) for section, values in overrides.items()}
+    return PretrainConfig.from_tables(tables, str(path or "command line"), flags)
 
 
 def default_run_dir() -> Path:
@@ -119,30 +172,25 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _prepare_tokenizer(config: DataConfig, texts: list[str], run_dir: Path) -> Tokenizer:
-    saved = run_dir / TOKENIZER_FILE
-    if saved.exists():
-        return Tokenizer.load(saved)
-    if config.tokenizer.startswith("bpe:"):
-        vocab_size = int(config.tokenizer.removeprefix("bpe:"))
+def corpus_tokenizer(config: DataConfig, corpus: Corpus, process: distributed.ProcessInfo,
+                     cache_dir: Path | None = None) -> Tokenizer:
+    """The tokenizer ``config.tokenizer`` names. ``bpe:N`` is trained on the corpus once and
+    kept in the cache under the corpus's fingerprint, like its token file: the first process
+    trains it, the others (under torchrun) read it, and a second run starts at once."""
+    vocab_size = config.bpe_vocab_size
+    if vocab_size is None:
+        return load_tokenizer(config.tokenizer)
+    key = hashlib.sha256(f"{corpus.fingerprint}:bpe:{vocab_size}:{ENDOFTEXT}".encode())
+    path = (cache_dir or default_cache_dir()) / "tokenizers" / f"{key.hexdigest()[:24]}.json"
+    if process.is_main and not path.exists():
         _log(f"training a BPE tokenizer with {vocab_size} tokens on the corpus")
-        tokenizer = train_bpe(texts, vocab_size, special_tokens=["<|endoftext|>"])
-    else:
-        tokenizer = load_tokenizer(config.tokenizer)
-    tokenizer.save(saved)
-    return tokenizer
-
-
-def prepare_run_dir(run_dir: Path, config: PretrainConfig, resume: bool) -> None:
-    """Create the run directory; refuse to overwrite one unless resuming it."""
-    existing = run_dir / CONFIG_FILE
-    if existing.exists() and not resume:
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    if resume and not existing.exists():
-        raise FileNotFoundError(f"--resume: {run_dir} holds no run ({CONFIG_FILE} is missing)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = train_bpe(corpus.texts, vocab_size, special_tokens=[ENDOFTEXT])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        tokenizer.save(temporary)
+        temporary.replace(path)
+    distributed.barrier(process)
+    return Tokenizer.load(path)
 
 
 def check_same_model(saved: ModelConfig, current: ModelConfig, run_dir: Path) -> None:
@@ -157,30 +205,25 @@ def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
              show_progress: bool = True, cache_dir: Path | None = None) -> FitResult:
     """Run (or resume) a pretraining job in ``run_dir``.
 
-    Token files are cached in ``cache_dir`` (default: ``$SCRATCHGPT_CACHE`` or
-    ``~/.cache/scratchgpt``).
+    Everything that can fail on bad input (settings, device, data, tokenizer, corpus length)
+    is checked before the run directory is written, so a failed start leaves nothing behind.
+    Token files and trained tokenizers are cached in ``cache_dir`` (default:
+    ``$SCRATCHGPT_CACHE`` or ``~/.cache/scratchgpt``).
     """
-    process = distributed.init_distributed(
-        "cuda" if config.train.device.startswith("cuda")
-        or (config.train.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    device = resolve_device(config.train.device)
+    check_run_dir(run_dir, resume)
+    process = distributed.init_distributed(device.type)
     try:
-        if process.is_main:
-            prepare_run_dir(run_dir, config, resume)
-        distributed.barrier(process)
         data = config.data
         corpus = load_corpus(data.data, encoding_errors=data.encoding_errors)
-        if process.is_main:
-            _prepare_tokenizer(data, corpus.texts, run_dir)
-        distributed.barrier(process)
-        tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+        if resume:
+            tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+        else:
+            tokenizer = corpus_tokenizer(data, corpus, process, cache_dir)
         model_config = config.model.resolve(tokenizer.vocab_size)
         if resume:
             saved = load_toml(run_dir / CONFIG_FILE)
             check_same_model(ModelConfig.from_dict(saved[RESOLVED_MODEL]), model_config, run_dir)
-        elif process.is_main:
-            tables = {**config.to_tables(), RESOLVED_MODEL: model_config.to_dict()}
-            (run_dir / CONFIG_FILE).write_text(dump_toml(tables), encoding="utf-8")
 
         if process.is_main:
             tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir, workers=data.workers,
@@ -210,15 +253,19 @@ def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
         )
         trainer = Trainer(model, task, config.train, run_dir, process=process,
                           show_progress=show_progress)
+        if process.is_main and not resume:  # the run can start: only now is anything written
+            start_run_dir(run_dir, tokenizer,
+                          {**config.to_tables(), RESOLVED_MODEL: model_config.to_dict()})
+        distributed.barrier(process)
         if resume:
-            checkpoint = latest_checkpoint(run_dir / CHECKPOINTS)
-            if checkpoint is not None:
-                trainer.resume(checkpoint)
-                if process.is_main:
-                    _log(f"resumed from {checkpoint} (step {trainer.step})")
-                    if trainer.step >= train.max_steps:
-                        _log(f"the run has already trained its {train.max_steps} steps; "
-                             "pass a larger --max-steps to train on")
+            checkpoint = trainer.resume_latest()
+            if process.is_main:
+                _log(f"resumed from {checkpoint} (step {trainer.step})" if checkpoint else
+                     f"--resume: {run_dir / CHECKPOINTS} holds no checkpoint yet (the run "
+                     "stopped before its first one); starting from the beginning")
+                if trainer.step >= train.max_steps:
+                    _log(f"the run has already trained its {train.max_steps} steps; "
+                         "pass a larger --max-steps to train on")
         result = trainer.fit()
         if process.is_main and result.interrupted:
             _log(f"interrupted: saved a checkpoint at step {result.step}; "

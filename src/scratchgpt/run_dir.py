@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.config_files import load_toml
+from scratchgpt.config_files import dump_toml, load_toml
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training.checkpoints import latest_checkpoint, load_checkpoint
@@ -26,6 +27,29 @@ CONFIG_FILE = "config.toml"
 TOKENIZER_FILE = "tokenizer.json"
 RESOLVED_MODEL = "resolved_model"
 CHECKPOINTS = "checkpoints"
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a directory that cannot take this run: a file, a run already there (unless
+    resuming it), or, when resuming, no run at all. Nothing is written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{run_dir} is a file, not a run directory; choose another --out")
+    if (run_dir / CONFIG_FILE).exists() and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if resume and not (run_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run ({CONFIG_FILE} is missing)")
+
+
+def start_run_dir(run_dir: Path, tokenizer: Tokenizer, tables: dict[str, dict[str, Any]]) -> None:
+    """Create the run directory: the tokenizer, then ``config.toml`` (written last, whole or
+    not at all: its presence is what marks a run)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir / TOKENIZER_FILE)
+    temporary = run_dir / f".{CONFIG_FILE}.tmp"
+    temporary.write_text(dump_toml(tables), encoding="utf-8")
+    temporary.replace(run_dir / CONFIG_FILE)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -39,7 +63,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[GPTModel, T
     if not is_run_dir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a run directory ({CONFIG_FILE} and "
                                 f"{CHECKPOINTS}/ expected)")
-    config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL])
+    config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL],
+                                   f"{run_dir / CONFIG_FILE} [{RESOLVED_MODEL}]")
     path = run_dir / CHECKPOINTS / checkpoint
     if checkpoint == "latest" or (checkpoint == "best" and not path.exists()):
         path = latest_checkpoint(run_dir / CHECKPOINTS)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from scratchgpt.data.default_corpus import DEFAULT_CORPUS_NAME, default_documents
 from scratchgpt.data.token_files import token_dtype, write_token_file
+from scratchgpt.progress import progress_bar
 from scratchgpt.tokenizers import (
     GPT2_SPLIT_PATTERN,
     BPETokenizer,
@@ -254,7 +254,8 @@ def tokenize_corpus(
         pieces += [(part, i == len(parts) - 1) for i, part in enumerate(parts)]
     total = sum(len(text) for text, _ in pieces)
     tasks = _group(pieces, min(TASK_CHARS, total // (4 * workers) + 1))
-    bar = tqdm(total=total, unit="char", unit_scale=True, desc="tokenizing", disable=not progress)
+    bar = progress_bar(total=total, unit="char", unit_scale=True, desc="tokenizing",
+                       disable=not progress)
 
     def counted(encoded: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for task, ids in zip(tasks, encoded, strict=True):

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 import regex
-from tqdm import tqdm
 
+from scratchgpt.progress import progress_bar
 from scratchgpt.tokenizers.base import ENDOFTEXT
 from scratchgpt.tokenizers.bpe import BPETokenizer
 from scratchgpt.tokenizers.pretokenize import GPT2_SPLIT_PATTERN
@@ -111,8 +111,8 @@ def _learn_merges(chunk_counts: Counter, n_tokens: int, progress: bool) -> list[
     heap = [(-n, tokens[a], tokens[b], (a, b)) for (a, b), n in pair_counts.items()]
     heapq.heapify(heap)
 
-    bar = tqdm(total=n_tokens - 256, desc="BPE merges", unit="merge", file=sys.stderr,
-               disable=not progress)
+    bar = progress_bar(total=n_tokens - 256, desc="BPE merges", unit="merge", file=sys.stderr,
+                       disable=not progress)
     while len(tokens) < n_tokens and heap:
         neg_count, bytes_a, bytes_b, pair = heapq.heappop(heap)
         count = pair_counts.get(pair, 0)

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 META = "meta.json"
+BEST = "best"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -121,7 +122,7 @@ def save_checkpoint(
     try:
         _write_dir(target, weights, state, meta)
         if is_best:
-            _write_dir(checkpoint_dir / "best", weights, state, meta)
+            _write_dir(checkpoint_dir / BEST, weights, state, meta)
     except (OSError, SafetensorError) as err:  # safetensors reports I/O errors its own way
         last = latest_checkpoint(checkpoint_dir)
         raise CheckpointError(
@@ -143,7 +144,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{meta_path} is corrupted: {err}") from None
-    for name, expected in meta.get("sha256", {}).items():
+    checksums = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(checksums, dict) or not {WEIGHTS, STATE} <= checksums.keys():
+        raise CheckpointError(
+            f"{meta_path} lists no sha256 for {WEIGHTS} and {STATE}, so the checkpoint cannot "
+            "be verified; it was not written by scratchgpt's save_checkpoint, or was edited. "
+            "Resume from another checkpoint by deleting this directory"
+        )
+    for name, expected in checksums.items():
         file = path / name
         if not file.exists():
             raise CheckpointError(f"{file} is missing")
@@ -164,3 +172,22 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The newest complete step checkpoint, or None."""
     found = step_dirs(checkpoint_dir)
     return found[-1][1] if found else None
+
+
+def resume_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """Where a run resumes: the newest step checkpoint, or ``best`` where it is newer (or
+    the only one left); None if there is neither."""
+    latest = latest_checkpoint(checkpoint_dir)
+    best = checkpoint_dir / BEST
+    if not (best / META).exists():
+        return latest
+    if latest is None or _meta_step(best) > _meta_step(latest):
+        return best
+    return latest
+
+
+def _meta_step(path: Path) -> int:
+    try:
+        return int(json.loads((path / META).read_text())["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path / META} is corrupted: {err}") from None

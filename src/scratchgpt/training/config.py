@@ -2,50 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from scratchgpt.settings import (
+    DECAY,
+    NON_NEGATIVE,
+    POSITIVE,
+    Matches,
+    OneOf,
+    SettingError,
+    check_settings,
+    knob,
+)
 from scratchgpt.training.optimizers import OPTIMIZERS
 
-
-def knob(default: Any, help: str) -> Any:
-    """A config field with its ``--help`` text (the CLI turns each field into a flag)."""
-    return field(default=default, metadata={"help": help})
+DEVICES = Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
 class TrainConfig:
     """How to train. Every field is also a ``scratchgpt pretrain`` flag (``--lr``, ...)."""
 
-    max_steps: int = knob(1000, "optimizer steps to train for")
-    batch_size: int = knob(16, "sequences per step and process")
-    grad_accum_steps: int = knob(1, "micro-batches per step (a bigger batch, same memory)")
-    optimizer: str = knob("adamw", f"one of {', '.join(OPTIMIZERS)}")
-    lr: float = knob(1e-3, "peak learning rate")
-    min_lr: float = knob(1e-4, "floor the cosine decays to")
-    warmup_steps: int = knob(50, "steps of linear warmup")
-    weight_decay: float = knob(0.1, "decoupled weight decay (matrices)")
-    beta1: float = knob(0.9, "Adam(W) first-moment decay")
-    beta2: float = knob(0.95, "Adam(W) second-moment decay")
-    momentum: float = knob(0.9, "SGD momentum")
-    grad_clip: float = knob(1.0, "max gradient norm (0 = no clipping)")
-    eval_every: int = knob(100, "evaluate, sample and checkpoint every N steps")
-    eval_batches: int = knob(10, "batches per loss estimate")
-    keep_last: int = knob(2, "step checkpoints to keep (plus the best)")
-    seed: int = knob(1234, "seed for initialisation, data order, dropout")
-    device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = knob("auto", "auto (CPU: fp32; CUDA: bf16, else fp16), fp32, bf16, fp16")
+    max_steps: int = knob(1000, "optimizer steps to train for", POSITIVE)
+    batch_size: int = knob(16, "sequences per step and process", POSITIVE)
+    grad_accum_steps: int = knob(1, "micro-batches per step (a bigger batch, same memory)",
+                                 POSITIVE)
+    optimizer: str = knob("adamw", f"one of {', '.join(OPTIMIZERS)}", OneOf(tuple(OPTIMIZERS)))
+    lr: float = knob(1e-3, "peak learning rate", POSITIVE)
+    min_lr: float | None = knob(None, "floor the cosine decays to, at most --lr (default: a "
+                                      "tenth of --lr)", NON_NEGATIVE)
+    warmup_steps: int = knob(50, "steps of linear warmup", NON_NEGATIVE)
+    weight_decay: float = knob(0.1, "decoupled weight decay (matrices)", NON_NEGATIVE)
+    beta1: float = knob(0.9, "Adam(W) first-moment decay", DECAY)
+    beta2: float = knob(0.95, "Adam(W) second-moment decay", DECAY)
+    momentum: float = knob(0.9, "SGD momentum", DECAY)
+    grad_clip: float = knob(1.0, "max gradient norm (0 = no clipping)", NON_NEGATIVE)
+    eval_every: int = knob(100, "evaluate, sample and checkpoint every N steps", POSITIVE)
+    eval_batches: int = knob(10, "batches per loss estimate", POSITIVE)
+    keep_last: int = knob(2, "step checkpoints to keep (plus the best)", POSITIVE)
+    seed: int = knob(1234, "seed for initialisation, data order, dropout", NON_NEGATIVE)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps", DEVICES)
+    precision: str = knob("auto", "auto (CPU: fp32; CUDA: bf16, else fp16), fp32, bf16, fp16",
+                          OneOf(("auto", "fp32", "bf16", "fp16")))
     compile: bool = knob(False, "torch.compile the model")
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "eval_batches",
-                    "keep_last")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        check_settings(self)
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        if self.min_lr > self.lr:
+            raise SettingError("min_lr", f"must not exceed lr ({self.lr:g}), got {self.min_lr:g}")

@@ -8,6 +8,7 @@ every ``eval_every`` steps an evaluation, a text sample and a checkpoint that re
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -19,10 +20,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
+from scratchgpt.progress import progress_bar
 from scratchgpt.training import distributed
-from scratchgpt.training.checkpoints import load_checkpoint, save_checkpoint
+from scratchgpt.training.checkpoints import (
+    BEST,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.optimizers import build_optimizer
 from scratchgpt.training.records import RunRecords
@@ -60,14 +67,28 @@ class Task(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; a device that is not there is an
+    error that says why."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device: use auto, cpu, cuda, cuda:N or "
+                         "mps") from None
+    if device.type == "cuda" and torch.cuda.device_count() <= (device.index or 0):
+        why = (f"{torch.cuda.device_count()} CUDA GPU(s) are visible"
+               if torch.backends.cuda.is_built()
+               else f"this PyTorch ({torch.__version__}) is a build without CUDA")
+        raise ValueError(f"device {name!r} is not available: {why}; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} is not available (no Apple GPU); use --device cpu "
+                         "or auto")
+    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -132,6 +153,13 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pat
     if missing:
         raise ValueError(f"{source}: missing tensor(s) {', '.join(sorted(missing))}")
     model.load_state_dict(weights, strict=False)
+
+
+def _indent(text: str) -> str:
+    """Generated text for a terminal: indented, with control characters (which a small model
+    emits freely, and which could drive the terminal) shown as U+FFFD."""
+    shown = "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
+    return "\n".join("  " + line for line in shown.split("\n"))
 
 
 @dataclass
@@ -209,6 +237,18 @@ class Trainer:
                 is_best=is_best,
             )
 
+    def resume_latest(self) -> Path | None:
+        """Continue from the run directory's newest checkpoint (see
+        :func:`~scratchgpt.training.checkpoints.resume_checkpoint`) and return it; where there
+        is none, start over: the records and ``best`` an earlier attempt left are removed."""
+        checkpoint = resume_checkpoint(self.checkpoint_dir)
+        if checkpoint is not None:
+            self.resume(checkpoint)
+        elif self.process.is_main:
+            self.records.clear()
+            shutil.rmtree(self.checkpoint_dir / BEST, ignore_errors=True)
+        return checkpoint
+
     def resume(self, path: Path) -> None:
         """Continue from the checkpoint directory ``path`` exactly where it stopped."""
         checkpoint = load_checkpoint(path)
@@ -276,7 +316,7 @@ class Trainer:
                 self.records.sample(self.step, sample)
             if self.show_progress:
                 tqdm.write(f"step {self.step}: train loss {metrics['train_loss']:.3f}, "
-                           f"val loss {val_loss:.3f}" + (f"\n  {sample!r}" if sample else ""))
+                           f"val loss {val_loss:.3f}" + (f"\n{_indent(sample)}" if sample else ""))
         return val_loss
 
     def _stop_requested(self, flag: list[bool]) -> bool:
@@ -292,8 +332,8 @@ class Trainer:
         self.model.train()
         if self.step == 0 and self.process.is_main and not self.records.metrics:
             self._evaluate()  # the loss before training: about ln(vocab_size)
-        bar = tqdm(total=config.max_steps, initial=self.step, disable=not self.show_progress,
-                   unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=config.max_steps, initial=self.step, unit="step",
+                           disable=not self.show_progress, dynamic_ncols=True)
         interrupted = False
         started, start_tokens = time.perf_counter(), self.tokens
         with _catch_sigint() as sigint, bar:
