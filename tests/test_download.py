@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +25,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from scratchgpt.cli import main
 from scratchgpt.hub.download import (
+    FORMATS,
     DownloadError,
     download_gpt2,
     gpt2_urls,
@@ -128,8 +129,8 @@ def tiny_hf_dir(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def openai_dir(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Files under OpenAI's names (the tiny TensorFlow checkpoint and GPT-2's vocabulary):
-    enough to test the downloader, which does not look inside them."""
+    """Files under OpenAI's names: the tiny TensorFlow checkpoint, a stand-in for its graph
+    (``model.ckpt.meta``, only checked to be non-empty) and GPT-2's real vocabulary."""
     directory = tmp_path_factory.mktemp("openai")
     for name in ("checkpoint", "hparams.json", "model.ckpt.index",
                  "model.ckpt.data-00000-of-00001"):
@@ -201,8 +202,9 @@ def test_hf_download_resumes_a_dropped_connection_and_loads(
     assert ranges[1] == f"bytes={len(weights) // 2}-"
     record = read_manifest(directory)["model.safetensors"]
     assert record["sha256"] == hashlib.sha256(weights).hexdigest()
-    assert record["verified"] == ["size", "sha256"]
-    assert read_manifest(directory)["config.json"]["verified"] == ["size"]  # sha1 ETag ignored
+    assert record["verified"] == ["size", "sha256", "content"]
+    # the sha1 ETag of a small file is no sha256: its size and content are what was checked
+    assert read_manifest(directory)["config.json"]["verified"] == ["size", "content"]
 
     # A second run finds every file verified and asks the server nothing.
     server.requests.clear()
@@ -228,7 +230,10 @@ def test_openai_download_through_the_environment_base_url(
     assert {path for path, _ in server.requests} == set(routes)
     for path in openai_dir.iterdir():
         assert (directory / path.name).read_bytes() == path.read_bytes()
-    assert read_manifest(directory)["model.ckpt.index"]["verified"] == ["size", "md5"]
+    manifest = read_manifest(directory)
+    assert manifest["model.ckpt.index"]["verified"] == ["size", "md5", "content"]
+    assert manifest["encoder.json"]["verified"] == ["size", "sha256", "md5", "content"]
+    assert manifest["model.ckpt.data-00000-of-00001"]["verified"] == ["size", "md5"]
 
 
 def test_a_wrong_size_is_rejected_and_nothing_is_kept(
@@ -266,8 +271,10 @@ def test_from_a_local_directory(tiny_hf_dir: Path, tmp_path: Path) -> None:
                               progress=False)
     assert (directory / "model.safetensors").read_bytes() == (
         tiny_hf_dir / "model.safetensors").read_bytes()
-    assert set(read_manifest(directory)) == {"config.json", "model.safetensors", "vocab.json",
-                                             "merges.txt"}
+    manifest = read_manifest(directory)
+    assert set(manifest) == {"config.json", "model.safetensors", "vocab.json", "merges.txt"}
+    # a copy's size is no evidence of anything: only the content checks were made
+    assert all(record["verified"] == ["content"] for record in manifest.values())
     incomplete = tmp_path / "incomplete"
     shutil.copytree(tiny_hf_dir, incomplete)
     (incomplete / "merges.txt").unlink()
@@ -303,3 +310,168 @@ def test_cli_download(serve, tiny_hf_dir: Path, tmp_path: Path,
     assert main(["download", "gpt2", "--dir", str(copied), "--from", str(out_dir)]) == 0
     assert (copied / "model.safetensors").read_bytes() == (
         out_dir / "model.safetensors").read_bytes()
+
+
+# -- content verification (a size and a checksum the server states prove only a faithful copy) --
+def _json_with(**changes: object) -> Callable[[bytes], bytes]:
+    """A transform of a JSON file that changes some of its keys."""
+    return lambda data: json.dumps({**json.loads(data), **changes}).encode()
+
+
+ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+BAD_FILES = [  # format, the file made bad, how, the file that fails, what the error says
+    pytest.param("hf", "model.safetensors", lambda _: b"junk\n", "model.safetensors",
+                 r"expected a safetensors file .*found 5 bytes", id="weights-junk"),
+    pytest.param("hf", "model.safetensors", lambda data: data[:-10], "model.safetensors",
+                 r"expected tensor '[\w.]+' to lie inside the file's [\d,]+ data bytes, "
+                 r"found bytes", id="weights-truncated"),
+    pytest.param("hf", "model.safetensors", lambda data: data + bytes(8), "model.safetensors",
+                 r"expected the last tensor to end at the end of the file", id="weights-padded"),
+    pytest.param("hf", "config.json", _json_with(n_layer=3), "model.safetensors",
+                 r"expected 3 blocks h.0 to h.2 \(n_layer in config.json\), found blocks \[0, 1\]",
+                 id="weights-vs-config-layers"),
+    pytest.param("hf", "config.json", _json_with(vocab_size=50000), "model.safetensors",
+                 r"expected wte.weight of shape \[50000, 16\] \(from config.json\), found "
+                 r"\[50257, 16\]", id="weights-vs-config-vocab"),
+    pytest.param("hf", "config.json", lambda _: b"junk\n", "config.json",
+                 r"expected a JSON object, found invalid JSON", id="config-junk"),
+    pytest.param("hf", "config.json", lambda _: b'{"n_embd": 16}', "config.json",
+                 r"expected a JSON object with n_embd, n_layer, n_positions, vocab_size, found "
+                 r"one without n_layer, n_positions, vocab_size", id="config-incomplete"),
+    pytest.param("hf", "vocab.json", lambda _: b"[1, 2]", "vocab.json",
+                 r"expected a JSON object, found a JSON list", id="vocab-list"),
+    pytest.param("hf", "merges.txt", lambda _: b"junk\n", "merges.txt",
+                 r"expected a BPE merges file .*found first line 'junk'", id="merges-junk"),
+    pytest.param("hf", "merges.txt", lambda data: data + b"a b c\n", "merges.txt",
+                 r"expected a BPE merges file .*found line 50002: 'a b c'", id="merges-line"),
+    pytest.param("openai", "encoder.json", _json_with(extra=1), "encoder.json",
+                 rf"expected sha256 {ENCODER_SHA256}, got [0-9a-f]{{64}}", id="encoder-sha256"),
+    pytest.param("openai", "vocab.bpe", lambda _: b"#version: 0.2\na b\n", "vocab.bpe",
+                 r"expected sha256 1ce1664773c5", id="vocab-bpe-sha256"),
+    pytest.param("openai", "hparams.json", lambda _: b"junk\n", "hparams.json",
+                 r"expected a JSON object, found invalid JSON", id="hparams-junk"),
+    pytest.param("openai", "model.ckpt.index", lambda _: b"junk\n", "model.ckpt.index",
+                 r"expected a TensorFlow checkpoint index, found: the file is too short",
+                 id="index-junk"),
+    pytest.param("openai", "model.ckpt.meta", lambda _: b"", "model.ckpt.meta",
+                 r"expected a non-empty file, found 0 bytes", id="meta-empty"),
+    pytest.param("openai", "checkpoint", lambda _: b"", "checkpoint",
+                 r"expected a non-empty file, found 0 bytes", id="checkpoint-empty"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "changed", "transform", "failing", "expected"), BAD_FILES)
+def test_download_from_a_directory_checks_each_files_content(
+    fmt: str, changed: str, transform: Callable[[bytes], bytes], failing: str, expected: str,
+    tiny_hf_dir: Path, openai_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(tiny_hf_dir if fmt == "hf" else openai_dir, source)
+    (source / changed).write_bytes(transform((source / changed).read_bytes()))
+    out = tmp_path / "out"
+    assert main(["download", "gpt2", "--format", fmt, "--dir", str(out),
+                 "--from", str(source)]) == 2
+    error = capsys.readouterr().err
+    assert f"error: {failing} from {source / failing} failed verification: " in error
+    assert re.search(expected, error), error
+    assert f"the copy was deleted; replace {source / failing} with a good copy" in error
+    # Nothing bad is published or recorded; what came before it in the layout's order was.
+    assert not (out / failing).exists() and not list(out.glob("*.part"))
+    files = list(FORMATS[fmt])
+    before = files[: files.index(failing)]
+    assert sorted(read_manifest(out)) == sorted(before)
+
+
+def test_http_content_is_checked_even_when_size_and_checksum_agree(
+    serve, tiny_hf_dir: Path, openai_dir: Path, tmp_path: Path
+) -> None:
+    routes = hf_routes(tiny_hf_dir)
+    routes[HF_PREFIX + "model.safetensors"] = Route(b"junk\n", lfs=True)  # its true sha256
+    server = serve(routes)
+    with pytest.raises(DownloadError, match=r"model.safetensors from http://\S+ failed "
+                       r"verification: expected a safetensors file .*found 5 bytes; the bad "
+                       r"file was deleted, run the download again"):
+        download_gpt2("124M", "hf", tmp_path / "hf", base_url=server.url, progress=False)
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
+    assert "model.safetensors" not in read_manifest(tmp_path / "hf")
+
+    routes = {OPENAI_PREFIX + p.name: Route(p.read_bytes(), content_md5=True)
+              for p in openai_dir.iterdir()}
+    routes[OPENAI_PREFIX + "encoder.json"] = Route(b'{"!": 0}', content_md5=True)
+    server = serve(routes)
+    with pytest.raises(DownloadError, match=rf"encoder.json .*expected sha256 {ENCODER_SHA256}"):
+        download_gpt2("124M", "openai", tmp_path / "openai", base_url=server.url,
+                      progress=False)
+    assert not (tmp_path / "openai" / "encoder.json").exists()
+
+
+def test_a_recorded_file_whose_content_is_bad_is_fetched_again(
+    serve, tiny_hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file an earlier version recorded as verified on its size alone is checked again."""
+    server = serve(hf_routes(tiny_hf_dir))
+    out = tmp_path / "gpt2"
+    args = ["download", "gpt2", "--dir", str(out), "--base-url", server.url]
+    assert main(args) == 0
+    weights = out / "model.safetensors"
+    weights.write_bytes(bytes(weights.stat().st_size))  # the recorded size, but no safetensors
+    server.requests.clear()
+    capsys.readouterr()
+
+    assert main(args) == 0
+    error = capsys.readouterr().err
+    assert f"{weights}: recorded as verified in download.json, but expected a safetensors " \
+           "file" in error
+    assert "fetching it again" in error
+    assert [path for path, _ in server.requests] == [HF_PREFIX + "model.safetensors",
+                                                     "/cdn" + HF_PREFIX + "model.safetensors"]
+    assert weights.read_bytes() == (tiny_hf_dir / "model.safetensors").read_bytes()
+
+
+# -- a failed download and what `generate` then says --------------------------------------------
+def test_a_failed_download_leaves_no_empty_cache_directory(
+    serve, tiny_hf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SCRATCHGPT_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "cache" / "models"
+    server = serve({})  # every file: 404
+    assert main(["download", "gpt2", "--base-url", server.url]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
+    assert not (models / "gpt2-124M-hf").exists()
+    generate = ["generate", "--model", "gpt2-124M", "--prompt", "Hello"]
+    assert main(generate) == 2
+    assert (f"error: gpt2-124M has not been downloaded (looked in {models}); run: scratchgpt "
+            "download gpt2 --size 124M\n") in capsys.readouterr().err
+
+    # A cache directory left empty by an earlier version is no download either.
+    (models / "gpt2-124M-hf").mkdir(parents=True)
+    (models / "gpt2-124M-hf" / "download.json").write_text("{}")
+    assert main(generate) == 2
+    assert "gpt2-124M has not been downloaded" in capsys.readouterr().err
+
+    # A download that got somewhere keeps what it published, and says how to finish it.
+    shutil.rmtree(models / "gpt2-124M-hf")
+    routes = hf_routes(tiny_hf_dir)
+    del routes[HF_PREFIX + "model.safetensors"]
+    server = serve(routes)
+    assert main(["download", "gpt2", "--base-url", server.url]) == 2
+    assert sorted(read_manifest(models / "gpt2-124M-hf")) == ["config.json"]
+    capsys.readouterr()
+    assert main(generate) == 2
+    assert (f"error: {models / 'gpt2-124M-hf' / 'model.safetensors'} is missing or incomplete; "
+            "run the download again: scratchgpt download gpt2 --size 124M --format hf\n"
+            ) in capsys.readouterr().err
+
+
+def test_a_failed_download_keeps_a_directory_that_was_there(serve, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = serve({})
+    for directory in (mine, empty):
+        assert main(["download", "gpt2", "--dir", str(directory), "--base-url", server.url]) == 2
+        assert directory.is_dir()
+    assert (mine / "notes.txt").read_text() == "my notes"

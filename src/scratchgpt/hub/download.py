@@ -8,21 +8,31 @@ Two publishers, two layouts (``FORMATS``):
 * ``openai``: the original TensorFlow checkpoint,
   ``https://openaipublic.blob.core.windows.net/gpt-2/models/124M/``.
 
-Each file is fetched into ``NAME.part`` and renamed to ``NAME`` only once it is verified, so a
-complete-looking name is never a partial file. An interrupted transfer resumes where the
-``.part`` file ends with an HTTP ``Range`` request. Verification uses what the server states:
+Each file is fetched (or, with ``source_dir``, copied) into ``NAME.part`` and renamed to
+``NAME`` only once it is verified, so a complete-looking name is never a partial or bad file.
+An interrupted transfer resumes where the ``.part`` file ends with an HTTP ``Range`` request.
 
-* the size: ``Content-Length`` (or the total in ``Content-Range`` for a resumed transfer);
-* the sha256: the Hugging Face hub answers a weights URL with a redirect to its CDN carrying
-  ``X-Linked-Etag: "<sha256>"``; any ``ETag`` that is 64 hex digits is taken as one too (a
-  40-digit one is a git blob hash of a small file and is not checked);
-* the MD5: Azure (OpenAI's files) sends ``Content-MD5`` (``x-ms-blob-content-md5`` for a
-  range), base64.
+Verification checks what can be checked:
 
-A file that fails is deleted and the error names it with the expected and actual values. What
-was verified is recorded in ``download.json`` beside the files (see :func:`read_manifest`), so
-a later run skips a complete file after checking its size, and :func:`check_download` can
-confirm a directory is whole before a model is loaded from it, without rehashing gigabytes.
+* what the server states, over HTTP only: the size (``Content-Length``, or the total in
+  ``Content-Range`` for a resumed transfer); the sha256 (the Hugging Face hub answers a weights
+  URL with a redirect to its CDN carrying ``X-Linked-Etag: "<sha256>"``; any ``ETag`` of 64 hex
+  digits is taken as one too, while a 40-digit one is a git blob hash and is not checked); the
+  MD5 (Azure, OpenAI's host, sends ``Content-MD5``, or ``x-ms-blob-content-md5`` for a range);
+* the sha256 we ship (``KNOWN_SHA256``): GPT-2's vocabulary files, the same for every size;
+* the content (``CONTENT_CHECKS``), whatever the source: a size and a checksum the server states
+  only prove a faithful copy of what it serves, and a copied file has neither. JSON files must
+  be JSON objects; BPE merges files must look like one; ``model.safetensors``'s header must
+  parse, place every tensor inside the file and agree with ``config.json``; the TensorFlow
+  checkpoint's index must be readable. ``config.json`` comes before ``model.safetensors`` in
+  ``FORMATS`` so that it is verified by the time the weights are checked against it.
+
+A file that fails is deleted and the error names it, what was expected, what was found and what
+to do. What was checked is recorded in ``download.json`` beside the files (see
+:func:`read_manifest`). A later run keeps a recorded file after checking its size and, again,
+its content (cheap: nothing is rehashed), and fetches it again if either fails;
+:func:`check_download` confirms a directory is whole before a model is loaded from it.
+A download that fails before it publishes any file removes the directory it created.
 """
 
 from __future__ import annotations
@@ -38,14 +48,16 @@ import re
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from email.message import Message
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
-
 from scratchgpt.data.corpus import default_cache_dir
+from scratchgpt.hub.tf_checkpoint import CheckpointFormatError, read_sstable
+from scratchgpt.progress import progress_bar
 
 GPT2_SIZES = {"124M": "gpt2", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
 FORMATS = {
@@ -60,10 +72,22 @@ MANIFEST = "download.json"
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 MAX_STALLED_ATTEMPTS = 3  # give up after this many attempts in a row that add no bytes
+# GPT-2's vocabulary is the same file for every size (computed from OpenAI's files). Hugging
+# Face's vocab.json and merges.txt and the weights have no sha256 here: we cannot compute them.
+KNOWN_SHA256 = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+CHECKS = ("size", "sha256", "md5", "content")  # what may be verified, in the manifest's order
 
 
 class DownloadError(OSError):
     """A file could not be fetched or failed verification."""
+
+
+class ContentError(ValueError):
+    """A file's content is not what its name promises; the message says "expected ..., found
+    ..."."""
 
 
 def models_dir() -> Path:
@@ -106,31 +130,56 @@ def download_gpt2(
     ``models_dir() / model_name(size, fmt)``) and return that directory.
 
     With ``source_dir`` the files are copied from that local directory instead of the network
-    (all must be present). Files already downloaded and verified are kept.
+    (all must be present). Files already downloaded and verified are kept once their size and
+    content check out again. If this fails before publishing any file, a ``directory`` it
+    created is removed again (only while empty: a ``.part`` to resume keeps it).
     """
+    urls = gpt2_urls(size, fmt, base_url)
     directory = Path(directory) if directory else models_dir() / model_name(size, fmt)
-    directory.mkdir(parents=True, exist_ok=True)
     if source_dir is not None:
         source_dir = Path(source_dir)
         missing = [f for f in FORMATS[fmt] if not (source_dir / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{source_dir} lacks {', '.join(missing)} (the {fmt!r} "
                                     f"layout needs {', '.join(FORMATS[fmt])})")
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _fetch_all(urls, directory, source_dir, progress)
+    except BaseException:  # Ctrl-C too
+        if created:
+            with contextlib.suppress(OSError):  # not empty: a file was published, or a .part
+                directory.rmdir()
+        raise
+    return directory
+
+
+def _fetch_all(
+    urls: dict[str, str], directory: Path, source_dir: Path | None, progress: bool
+) -> None:
+    """Fetch (or copy from ``source_dir``) each file of ``urls`` that ``directory`` lacks, in
+    order, recording each verified one in the manifest as soon as it is published."""
     manifest = read_manifest(directory)
-    for file, url in gpt2_urls(size, fmt, base_url).items():
+    for file, url in urls.items():
         dest = directory / file
         recorded = manifest.get(file)
         if dest.is_file() and recorded and dest.stat().st_size == recorded["size"]:
-            _log(f"{dest}: already downloaded ({recorded['size']:,} bytes)")
-            continue
-        if dest.is_file():
+            try:
+                check_content(dest, file)
+            except ContentError as err:
+                _log(f"{dest}: recorded as verified in {MANIFEST}, but {err}; fetching it again")
+                del manifest[file]
+                _write_manifest(directory, manifest)
+            else:
+                _log(f"{dest}: already downloaded ({recorded['size']:,} bytes)")
+                continue
+        elif dest.is_file():
             _log(f"{dest}: not recorded as verified in {MANIFEST}; fetching it again")
         if source_dir is not None:
             manifest[file] = copy_file(source_dir / file, dest, progress=progress)
         else:
             manifest[file] = download_file(url, dest, progress=progress)
         _write_manifest(directory, manifest)
-    return directory
 
 
 def download_file(url: str, dest: str | Path, *, progress: bool = True) -> dict[str, Any]:
@@ -153,7 +202,8 @@ def download_file(url: str, dest: str | Path, *, progress: bool = True) -> dict[
             raise DownloadError(f"{url}: the connection keeps closing early ({have:,} of "
                                 f"{stated['size']:,} bytes received); try again later")
         _log(f"{url}: connection closed at {part.stat().st_size:,} bytes; resuming")
-    return _verify_and_publish(url, part, dest, stated)
+    return _verify_and_publish(url, part, dest, stated,
+                               remedy="the bad file was deleted, run the download again")
 
 
 def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) -> bool:
@@ -191,9 +241,9 @@ def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) ->
         if total is None:
             raise DownloadError(f"{url}: the server did not state the file's size")
         _agree(url, part, stated, {"size": total, **_digests(redirects.hops + [headers])})
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=part.name.removesuffix(".part"), file=sys.stderr, disable=not progress,
-                   leave=False)
+        bar = progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
+                           unit_divisor=1024, desc=part.name.removesuffix(".part"),
+                           file=sys.stderr, disable=not progress, leave=False)
         with bar, part.open("r+b" if offset else "wb") as out:
             out.seek(offset)
             out.truncate()
@@ -210,37 +260,50 @@ def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) ->
 
 
 def copy_file(source: Path, dest: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Copy a local file through ``dest.part`` (checking the copy's size and hashing it) and
-    return its manifest record."""
+    """Copy a local file through ``dest.part``, verify it (nothing states its size or checksum:
+    only a shipped sha256 and its content can be checked) and return its manifest record."""
     part = dest.with_name(dest.name + ".part")
     size = source.stat().st_size
-    with source.open("rb") as src, part.open("wb") as out, tqdm(
+    with source.open("rb") as src, part.open("wb") as out, progress_bar(
         total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
         file=sys.stderr, disable=not progress, leave=False,
     ) as bar:
         while chunk := src.read(CHUNK):
             out.write(chunk)
             bar.update(len(chunk))
-    return _verify_and_publish(str(source), part, dest, {"size": size})
+    return _verify_and_publish(str(source), part, dest, {}, remedy=(
+        f"the copy was deleted; replace {source} with a good copy, or download without --from"))
 
 
 def _verify_and_publish(
-    source: str, part: Path, dest: Path, stated: dict[str, Any]
+    source: str, part: Path, dest: Path, stated: dict[str, Any], *, remedy: str
 ) -> dict[str, Any]:
-    """Check ``part`` against ``stated``; rename it to ``dest`` if it passes, else delete it
-    and raise :class:`DownloadError` naming the file, the expected and the actual values."""
+    """Check ``part`` against what was ``stated`` about it, the sha256 we ship for its name and
+    its content (see the module docstring). Rename it to ``dest`` if it passes, else delete it
+    and raise :class:`DownloadError` naming the file, what was expected, what was found, and
+    ``remedy``. The manifest record lists exactly the checks made."""
+    expected = [(check, stated[check]) for check in ("size", "sha256", "md5") if check in stated]
+    if dest.name in KNOWN_SHA256:
+        expected.append(("sha256", KNOWN_SHA256[dest.name]))
     actual: dict[str, Any] = {"size": part.stat().st_size}
-    if actual["size"] == stated["size"]:  # hashing a file of the wrong size tells nothing new
+    if actual["size"] == stated.get("size", actual["size"]):  # a wrong size needs no hashing
         actual.update(_hash_file(part))
-    for check in ("size", "sha256", "md5"):
-        if check in stated and actual.get(check) != stated[check]:
-            part.unlink()
-            raise DownloadError(f"{dest.name} from {source} failed verification: expected "
-                                f"{check} {stated[check]}, got {actual[check]}; the bad "
-                                "file was deleted, run the download again")
+    problem = next((f"expected {check} {value}, got {actual.get(check)}"
+                    for check, value in expected if actual.get(check) != value), None)
+    checked = {check for check, _ in expected}
+    if problem is None and dest.name in CONTENT_CHECKS:
+        try:
+            check_content(part, dest.name)
+        except ContentError as err:
+            problem = str(err)
+        checked.add("content")
+    if problem is not None:
+        part.unlink()
+        raise DownloadError(f"{dest.name} from {source} failed verification: {problem}; "
+                            f"{remedy}")
     part.replace(dest)
-    verified = [check for check in ("size", "sha256", "md5") if check in stated]
-    _log(f"{dest}: {actual['size']:,} bytes, verified {' + '.join(verified)}")
+    verified = [check for check in CHECKS if check in checked]
+    _log(f"{dest}: {actual['size']:,} bytes, verified: {', '.join(verified) or 'nothing'}")
     return {"url": source, "size": actual["size"], "sha256": actual["sha256"],
             "verified": verified}
 
@@ -252,6 +315,143 @@ def _hash_file(path: Path) -> dict[str, str]:
             sha256.update(chunk)
             md5.update(chunk)
     return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
+# -- what a file holds ----------------------------------------------------------------------------
+GPT2_CONFIG_KEYS = ("n_embd", "n_layer", "n_positions", "vocab_size")  # what the weights need
+SAFETENSORS_MAX_HEADER = 100_000_000  # bytes; safetensors itself refuses a longer header
+
+
+def check_content(path: Path, name: str) -> None:
+    """Raise :class:`ContentError` unless ``path`` holds what a file called ``name`` should
+    (``CONTENT_CHECKS``; a name without a check passes). ``path`` may be ``name``'s ``.part``;
+    the files it is checked against are looked for beside it, under their own names. Cheap:
+    every check reads at most a header or a small file."""
+    if name in CONTENT_CHECKS:
+        CONTENT_CHECKS[name](path)
+
+
+def _check_json_object(path: Path, keys: tuple[str, ...] = ()) -> None:
+    """A JSON object, holding ``keys`` (``config.json`` and ``hparams.json``: the sizes)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:  # not JSON, or not text
+        raise ContentError(f"expected a JSON object, found invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ContentError(f"expected a JSON object, found a JSON {type(data).__name__}")
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise ContentError(f"expected a JSON object with {', '.join(keys)}, found one without "
+                           f"{', '.join(missing)}")
+
+
+def _check_merges(path: Path) -> None:
+    """A BPE merges file (``merges.txt``, ``vocab.bpe``): ``#version: 0.2``, then one merge a
+    line, two space-separated tokens (a space inside a token is written ``Ġ``)."""
+    expected = "expected a BPE merges file ('#version' first line, then two tokens a line)"
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise ContentError(f"{expected}, found bytes that are not UTF-8 text") from None
+    if not lines[0].startswith("#version"):
+        raise ContentError(f"{expected}, found first line {lines[0][:40]!r}")
+    for number, line in enumerate(lines[1:], start=2):
+        if line and len(line.split(" ")) != 2:
+            raise ContentError(f"{expected}, found line {number}: {line[:40]!r}")
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file: an 8-byte little-endian header length, a JSON header giving each
+    tensor's ``dtype``, ``shape`` and ``data_offsets`` ``[begin, end]`` in the bytes after the
+    header, which the tensors fill exactly. With a ``config.json`` beside it, the shapes must
+    fit that config (:func:`_check_against_config`)."""
+    expected = "expected a safetensors file (an 8-byte header length, then a JSON header)"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if size < 8:
+            raise ContentError(f"{expected}, found {size} bytes")
+        header_size = int.from_bytes(f.read(8), "little")
+        if not 0 < header_size <= min(size - 8, SAFETENSORS_MAX_HEADER):
+            raise ContentError(f"{expected}, found a header length of {header_size:,} in a "
+                               f"file of {size:,} bytes")
+        try:
+            header = json.loads(f.read(header_size))
+        except ValueError:
+            header = None
+    if not isinstance(header, dict):
+        raise ContentError(f"{expected}, found a header that is not a JSON object")
+    header.pop("__metadata__", None)
+    data_size, end = size - 8 - header_size, 0
+    shapes: dict[str, Any] = {}  # name -> shape, as the header states it
+    for name, info in header.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(n, int) for n in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise ContentError(f"expected tensor {name!r} to lie inside the file's "
+                               f"{data_size:,} data bytes, found bytes {offsets}")
+        end = max(end, offsets[1])
+        shapes[name.removeprefix("transformer.")] = info.get("shape")
+    if end != data_size:
+        raise ContentError(f"expected the last tensor to end at the end of the file (byte "
+                           f"{data_size:,} of the data), found it ends at byte {end:,}")
+    config = path.with_name("config.json")
+    if config.is_file():
+        _check_against_config(shapes, json.loads(config.read_bytes()))
+
+
+def _check_against_config(shapes: dict[str, Any], config: dict[str, Any]) -> None:
+    """GPT-2's weights fit its ``config.json``: the embeddings' shapes, one block ``h.N`` per
+    layer. ``shapes`` is by name without the ``transformer.`` prefix that Hugging Face's
+    ``GPT2LMHeadModel`` writes and the hub's files lack (see :mod:`.hf_weights`)."""
+    n_embd, n_layer = config["n_embd"], config["n_layer"]
+    for name, shape in (("wte.weight", [config["vocab_size"], n_embd]),
+                        ("wpe.weight", [config["n_positions"], n_embd])):
+        if shapes.get(name) != shape:
+            raise ContentError(f"expected {name} of shape {shape} (from config.json), found "
+                               f"{shapes.get(name, 'no such tensor')}")
+    blocks = {int(m.group(1)) for name in shapes if (m := re.match(r"h\.(\d+)\.", name))}
+    if blocks != set(range(n_layer)):
+        raise ContentError(f"expected {n_layer} blocks h.0 to h.{n_layer - 1} (n_layer in "
+                           f"config.json), found blocks {sorted(blocks)}")
+
+
+def _check_tf_index(path: Path) -> None:
+    """A TensorFlow checkpoint index that :mod:`.tf_checkpoint` reads (its table's magic
+    number and every block's CRC32C), listing at least one tensor (the key ``""`` is the
+    bundle's header)."""
+    try:
+        tensors = sum(key != b"" for key, _ in read_sstable(path))
+    except CheckpointFormatError as err:  # its message names `path`, maybe a .part file
+        found = str(err).replace(str(path), "the file")
+        raise ContentError(f"expected a TensorFlow checkpoint index, found: {found}") from None
+    if not tensors:
+        raise ContentError("expected a TensorFlow checkpoint index, found one listing no "
+                           "tensors")
+
+
+def _check_not_empty(path: Path) -> None:
+    """Any bytes at all: ``checkpoint`` (a line of text naming ``model.ckpt``) and
+    ``model.ckpt.meta`` (the TensorFlow graph, which we do not read)."""
+    if path.stat().st_size == 0:
+        raise ContentError("expected a non-empty file, found 0 bytes")
+
+
+# The check of each file by name. The TensorFlow data file is raw tensor bytes: nothing in it
+# can be checked on its own (its index's offsets are checked against it when it is loaded).
+CONTENT_CHECKS: dict[str, Callable[[Path], None]] = {
+    "config.json": partial(_check_json_object, keys=GPT2_CONFIG_KEYS),
+    "hparams.json": partial(_check_json_object, keys=("n_ctx", "n_embd", "n_head", "n_layer",
+                                                      "n_vocab")),
+    "vocab.json": _check_json_object,
+    "encoder.json": _check_json_object,
+    "merges.txt": _check_merges,
+    "vocab.bpe": _check_merges,
+    "model.safetensors": _check_safetensors,
+    "model.ckpt.index": _check_tf_index,
+    "checkpoint": _check_not_empty,
+    "model.ckpt.meta": _check_not_empty,
+}
 
 
 # -- what the server says ------------------------------------------------------------------------
@@ -314,7 +514,10 @@ def _content_range_total(headers: Message) -> int | None:
 # -- the manifest ---------------------------------------------------------------------------------
 def read_manifest(directory: str | Path) -> dict[str, dict[str, Any]]:
     """``download.json``: ``{file: {"url", "size", "sha256", "verified"}}`` for each file
-    that passed verification, or ``{}`` if there is none."""
+    that passed verification, or ``{}`` if there is none. ``verified`` lists the checks made,
+    of ``size``, ``sha256``, ``md5`` and ``content``: ``["size", "sha256", "content"]`` for the
+    hub's weights, ``["content"]`` for them copied with ``--from``, ``[]`` for a copied file
+    nothing can be checked in (the TensorFlow data file)."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         return {}
@@ -331,16 +534,20 @@ def _write_manifest(directory: Path, manifest: dict[str, dict[str, Any]]) -> Non
     temp.replace(directory / MANIFEST)
 
 
-def check_download(directory: str | Path, files: tuple[str, ...]) -> None:
-    """Raise ``FileNotFoundError`` unless each of ``files`` is in ``directory`` with the size
-    recorded when it was verified (a cheap check; nothing is rehashed)."""
+def check_download(
+    directory: str | Path, files: tuple[str, ...], *, command: str = "scratchgpt download"
+) -> None:
+    """Raise ``FileNotFoundError``, naming ``command`` (the one that completes the download),
+    unless each of ``files`` is in ``directory`` with the size recorded when it was verified
+    (a cheap check; nothing is rehashed)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     for file in files:
         path = directory / file
         size = path.stat().st_size if path.is_file() else None
         if file not in manifest or size != manifest[file]["size"]:
-            raise FileNotFoundError(f"{path} is missing or incomplete; run the download again")
+            raise FileNotFoundError(f"{path} is missing or incomplete; run the download "
+                                    f"again: {command}")
 
 
 def _check_choice(size: str, fmt: str) -> None:

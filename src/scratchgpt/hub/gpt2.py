@@ -35,7 +35,13 @@ import torch
 from safetensors import safe_open
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.hub.download import FORMATS, check_download, model_name, models_dir
+from scratchgpt.hub.download import (
+    FORMATS,
+    check_download,
+    model_name,
+    models_dir,
+    read_manifest,
+)
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
@@ -71,7 +77,11 @@ def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
 
 def resolve_model(spec: str | Path) -> Path:
     """The directory for ``spec``: an existing path as is, a downloaded name (``gpt2-124M``)
-    as its cache directory once its files check out (Hugging Face's layout first)."""
+    as its cache directory once its files check out (Hugging Face's layout first).
+
+    A cache directory whose ``download.json`` records no file (or that has none: a download
+    that failed at once, or was interrupted in its first file) is not a download; one that
+    records some files but not all is an unfinished one. The error says what to run."""
     path = Path(spec)
     if path.exists():
         return path
@@ -82,8 +92,9 @@ def resolve_model(spec: str | Path) -> Path:
     size, fmt = match.groups()
     for layout in [fmt] if fmt else list(FORMATS):
         directory = models_dir() / model_name(size, layout)
-        if directory.is_dir():
-            check_download(directory, FORMATS[layout])
+        if read_manifest(directory):
+            check_download(directory, FORMATS[layout],
+                           command=f"scratchgpt download gpt2 --size {size} --format {layout}")
             return directory
     flags = f" --format {fmt}" if fmt else ""
     raise FileNotFoundError(f"{spec} has not been downloaded (looked in {models_dir()}); "
