@@ -277,5 +277,6 @@ def test_malformed_saved_json(trained: BPETokenizer, tmp_path: Path, shared_asse
     with pytest.raises(ValueError, match=r"encoder.json: the \"type\" field is 4906.*directory"):
         load_tokenizer(tmp_path / "encoder.json")
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(ValueError, match=r"notes.txt is not a tokenizer file.*\.tiktoken"):
+    with pytest.raises(ValueError, match=r"notes.txt is neither a saved tokenizer \(JSON\) nor a "
+                                         r"tiktoken rank file.*encoder.json"):
         load_tokenizer(tmp_path / "notes.txt")

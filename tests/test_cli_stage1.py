@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from scratchgpt.cli import main
+from scratchgpt.config import get_preset
+from scratchgpt.model.summary import describe, explain_parameters
 from scratchgpt.tokenizers import ENDOFTEXT, BPETokenizer, load_tokenizer
 
 GPT2_SMALL_PARAMETERS = 124_439_808
@@ -64,8 +66,21 @@ def test_info_as_a_real_process() -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == str(GPT2_SMALL_PARAMETERS)
-    assert f"parameters (output head counted separately): {163_037_184:,}" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(GPT2_SMALL_PARAMETERS)
+    assert ("parameters: 124,439,808 (the output layer shares the token embedding's weights)"
+            in lines)
+    assert ("without weight tying: 163,037,184 (a separate 38,597,376-parameter output layer)"
+            in lines)
+
+
+def test_parameter_counts_of_an_untied_model_are_explained() -> None:
+    # Untied, the output layer's 50,257 x 768 weights are counted in the total itself.
+    untied = get_preset("gpt2-small").replace(tie_weights=False)
+    assert explain_parameters(describe(untied)) == [
+        "parameters: 163,037,184 (including a separate 38,597,376-parameter output layer)",
+        "with weight tying: 124,439,808 (the output layer sharing the token embedding's weights)",
+    ]
 
 
 def test_a_reader_that_leaves_early_is_not_an_error() -> None:
@@ -132,6 +147,43 @@ def test_train_tokenizer_on_several_files(
     assert (b"c", b"c") in merges  # "cc" is only in the second
 
 
+@pytest.mark.parametrize("name", ["bpe.tok", "tokenizer", "tok.tiktoken"])
+def test_tokenize_reads_what_train_tokenizer_wrote_whatever_its_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path, name: str
+) -> None:
+    tok_file = tmp_path / name
+    code, _, err = run_cli(capsys, "train-tokenizer", verdict, "--vocab-size", "300",
+                           "--out", tok_file)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", tok_file, verdict)
+    assert code == 0, err
+    assert out == f"{len(load_tokenizer(tok_file).encode(verdict.read_text()))}\n"
+
+
+def test_tokenize_reads_a_tiktoken_rank_file_whatever_its_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path
+) -> None:
+    ranks = tmp_path / "gpt2-ranks.txt"
+    ranks.write_bytes((gpt2_dir / "gpt2.tiktoken").read_bytes())
+    text = tmp_path / "hello.txt"
+    text.write_text("Hello, world", encoding="utf-8")
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", ranks, text)
+    assert (code, out) == (0, "3\n"), err
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world\n", b"[1, 2, 3]", b"\x00\xff\xfe"])
+def test_a_file_that_is_no_tokenizer_is_named_with_the_choices(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path, content: bytes
+) -> None:
+    not_a_tokenizer = tmp_path / "notes.json"
+    not_a_tokenizer.write_bytes(content)
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", not_a_tokenizer, verdict)
+    assert code == 2 and out == ""
+    assert err.startswith(f"scratchgpt tokenize: error: {not_a_tokenizer} is neither")
+    assert "tiktoken rank file" in err and "train-tokenizer" in err and "merges.txt" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_tokenize_with_gpt2_matches_tiktoken(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, verdict: Path, gpt2_dir: Path,
     tiktoken_gpt2,
@@ -185,12 +237,20 @@ def test_non_utf8_file_names_file_and_byte(
     bad.write_bytes("naïve ".encode() + b"caf\xe9\n")
     out_file = tmp_path / "tok.json"
     argv = (["tokenize", "--tokenizer", gpt2_dir, bad] if command == "tokenize"
-            else ["train-tokenizer", bad, "--vocab-size", "300", "--out", out_file])
+            else ["train-tokenizer", bad, "--vocab-size", "260", "--out", out_file])
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert f"{bad}: byte 10 (0xe9) is not valid UTF-8" in err
     assert err.startswith(f"scratchgpt {command}: error:")
     assert not out_file.exists()
+
+    # The error's advice works for this command: the byte becomes U+FFFD.
+    assert "pass --encoding-errors replace" in err
+    code, out, err = run_cli(capsys, *argv, "--encoding-errors", "replace")
+    assert code == 0, err
+    tokenizer = load_tokenizer(gpt2_dir if command == "tokenize" else out_file)
+    expected = tokenizer.encode("naïve caf\ufffd\n")
+    assert out == (f"{len(expected)}\n" if command == "tokenize" else "")
 
 
 def test_missing_tokenizer_names_the_path(

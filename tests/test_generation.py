@@ -1,15 +1,22 @@
-"""Decoding: greedy, sampling, KV cache vs none, context cropping, stop conditions, streaming."""
+"""Decoding: greedy, sampling, KV cache vs none, context cropping, stop conditions, streaming,
+and the ``generate`` command's checks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 import torch
 
+from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens, sample_next_token
+from scratchgpt.hub.export import export_hf
+from scratchgpt.hub.gpt2 import load_gpt2
 from scratchgpt.model import GPTModel
+from scratchgpt.tokenizers import train_bpe
 
 TINY = ModelConfig(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 PROMPT = [5, 17, 42, 8, 99]
@@ -201,13 +208,71 @@ def test_training_mode_is_restored() -> None:
     assert not random_model().training
 
 
-def test_bad_arguments_are_refused() -> None:
-    model = random_model()
-    for kwargs in ({"temperature": -1.0}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5},
-                   {"max_new_tokens": -1}):
-        with pytest.raises(ValueError):  # at the call, before the first token is asked for
-            generate_tokens(model, PROMPT, **{"max_new_tokens": 2, **kwargs})
-    with pytest.raises(ValueError, match="empty"):
-        generate_tokens(model, [], 2)
-    with pytest.raises(ValueError, match="top_k"):
-        generate_text(script_model(), ByteTokenizer(), "H", 5, top_k=0)
+BAD_ARGUMENTS = [
+    ("temperature", -1.0), ("temperature", math.nan), ("temperature", math.inf),
+    ("top_k", 0), ("top_p", 0.0), ("top_p", 1.5), ("top_p", math.nan), ("top_p", -math.inf),
+    ("max_new_tokens", -1),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_ARGUMENTS)
+def test_bad_arguments_are_refused_at_the_call(name: str, value: float) -> None:
+    # nan fails every comparison: "temperature < 0" let it through, to crash in softmax later.
+    kwargs = {"max_new_tokens": 2, name: value}
+    with pytest.raises(ValueError, match=f"^{name} must be .*, got {value}$"):
+        generate_tokens(random_model(), PROMPT, **kwargs)  # before the first next()
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        generate_text(script_model(), ByteTokenizer(), "H", **kwargs)
+
+
+def test_empty_prompts_are_refused() -> None:
+    with pytest.raises(ValueError, match="prompt_ids is empty"):
+        generate_tokens(random_model(), [], 2)
+    with pytest.raises(ValueError, match="^prompt is empty"):
+        generate_text(script_model(), ByteTokenizer(), "", 2)
+
+
+# -- the command line -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT with a byte-level BPE tokenizer, in Hugging Face's layout."""
+    tokenizer = train_bpe("Hello world, hello there.", 260, progress=False)
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=260, context_length=16, emb_dim=16, n_heads=2, n_layers=1)
+    directory = tmp_path_factory.mktemp("model")
+    export_hf(GPTModel(config), tokenizer, directory)
+    return directory
+
+
+def test_cli_generate_streams_the_prompt_then_the_continuation(
+    model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, tokenizer = load_gpt2(model_dir)
+    expected = "".join(generate_text(model, tokenizer, "Hello", max_new_tokens=5))
+    assert main(["generate", "--model", str(model_dir), "--prompt", "Hello",
+                 "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out == "Hello" + expected + "\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0"),
+        (["--temperature", "inf"], "temperature must be a finite number >= 0"),
+        (["--top-k", "0"], "top_k must be 1 or more"),
+        (["--top-p", "0"], "top_p must be a number in (0, 1]"),
+        (["--top-p", "nan"], "top_p must be a number in (0, 1]"),
+        (["--max-new-tokens", "-1"], "max_new_tokens must be 0 or more"),
+        (["--max-new-tokens", "-5"], "max_new_tokens must be 0 or more"),
+        (["--prompt", ""], "prompt is empty"),
+    ],
+)
+def test_cli_generate_checks_arguments_before_printing_anything(
+    model_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = main(["generate", "--model", str(model_dir), "--prompt", "Hello", *argv])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")  # the prompt used to be printed first
+    assert err.splitlines()[-1].startswith(f"scratchgpt generate: error: {message}")
+    assert "Traceback" not in err

@@ -65,8 +65,9 @@ def test_word_special_token_in_text_is_refused_unless_allowed(words: WordTokeniz
     assert words.encode_ordinary("<|endoftext|>") == [words.special_tokens[UNKNOWN]]
 
 
-def test_word_save_load_roundtrip(words: WordTokenizer, tmp_path: Path) -> None:
-    path = tmp_path / "words.json"
+@pytest.mark.parametrize("name", ["words.json", "words.vocab", "words"])
+def test_word_save_load_roundtrip(words: WordTokenizer, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name  # load_tokenizer goes by the content, not the name
     words.save(path)
     loaded = load_tokenizer(path)
     assert isinstance(loaded, WordTokenizer)

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded mod
 
 def _info(args: argparse.Namespace) -> int:
     from scratchgpt.config import get_preset
-    from scratchgpt.model.summary import describe
+    from scratchgpt.model.summary import describe, explain_parameters
 
     config = get_preset(args.preset)
     if args.vocab_size:
@@ -41,7 +42,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"preset: {args.preset}")
     for name, value in config.to_dict().items():
         print(f"{name}: {value}")
-    print(f"parameters (output head counted separately): {facts['parameters_untied']:,}")
+    for line in explain_parameters(facts):
+        print(line)
     print(f"size fp32: {facts['fp32_bytes'] / 2**20:,.1f} MiB")
     print(f"size bf16: {facts['bf16_bytes'] / 2**20:,.1f} MiB")
     print(f"training FLOPs per token: {facts['train_flops_per_token']:,}")
@@ -55,7 +57,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     from scratchgpt.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
-    text = read_text_file(Path(args.file))
+    text = read_text_file(Path(args.file), args.encoding_errors)
     ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else ())
     if args.ids_out:
         np.save(args.ids_out, np.asarray(ids, dtype=np.int64))
@@ -67,12 +69,19 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     from scratchgpt.data import read_text_file
     from scratchgpt.tokenizers import train_bpe
 
-    texts = [read_text_file(Path(f)) for f in args.files]
+    texts = [read_text_file(Path(f), args.encoding_errors) for f in args.files]
     tokenizer = train_bpe(texts, args.vocab_size, special_tokens=args.special)
     tokenizer.save(args.out)
     print(f"trained a BPE vocabulary of {tokenizer.vocab_size} tokens; saved to {args.out}",
           file=sys.stderr)
     return 0
+
+
+def _add_encoding_errors_flag(parser: argparse.ArgumentParser) -> None:
+    """``--encoding-errors``, which the UTF-8 error of ``read_text_file`` tells the user to pass."""
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                        help="strict: stop at bytes that are not UTF-8 (default); replace: "
+                             "read them as U+FFFD")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) -> None:
@@ -126,13 +135,14 @@ def _generate(args: argparse.Namespace) -> int:
     model, tokenizer = load_gpt2(args.model)
     print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
-    for piece in generate_text(
+    pieces = generate_text(  # checks every argument before the prompt is printed
         model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         stop=args.stop or (),
-    ):
+    )
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -158,6 +168,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_command(commands: argparse._SubParsersAction, name: str, help: str,
+                 description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with example command lines, kept line by line."""
+    return commands.add_parser(
+        name, help=help, description=textwrap.fill(description, 78),
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchgpt",
@@ -168,43 +188,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scratchgpt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser("info", help="parameter count and size of a model preset")
+    info = _add_command(
+        commands, "info", help="parameter count and size of a model preset",
+        description="Print a preset's parameter count (first line, the bare number), its "
+                    "settings, its size in memory and its training FLOPs per token.",
+        examples=["scratchgpt info --preset gpt2-small",
+                  "scratchgpt info --preset micro --vocab-size 2048"],
+    )
     info.add_argument("--preset", default="gpt2-small",
-                      help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini")
-    info.add_argument("--vocab-size", type=int, help="use this vocabulary size instead")
+                      help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini "
+                           "(default: gpt2-small)")
+    info.add_argument("--vocab-size", type=int,
+                      help="use this vocabulary size instead, such as your tokenizer's "
+                           "(default: the preset's)")
     info.set_defaults(func=_info)
 
-    tok = commands.add_parser(
-        "tokenize", help="turn a text file into token ids",
+    tok = _add_command(
+        commands, "tokenize", help="turn a text file into token ids",
         description="Encode FILE (UTF-8) and print the number of tokens.",
+        examples=["scratchgpt tokenize --tokenizer tok.json book.txt --ids-out book.npy",
+                  "scratchgpt tokenize --tokenizer ~/.cache/scratchgpt/models/gpt2-124M-hf "
+                  "book.txt"],
     )
     tok.add_argument("--tokenizer", required=True, metavar="SPEC",
                      help="a directory with encoder.json+vocab.bpe or vocab.json+merges.txt, "
-                          "a .tiktoken file, or a file saved by train-tokenizer")
-    tok.add_argument("file", metavar="FILE")
+                          "a tiktoken rank file, or a file saved by train-tokenizer")
+    tok.add_argument("file", metavar="FILE", help="the text to encode, in UTF-8")
+    _add_encoding_errors_flag(tok)
     tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")
     tok.add_argument("--allow-special", action="store_true",
                      help="encode special-token text such as <|endoftext|> as its special id "
                           "(by default such text is an error)")
     tok.set_defaults(func=_tokenize)
 
-    train_tok = commands.add_parser(
-        "train-tokenizer", help="train a byte-level BPE vocabulary on text files",
+    train_tok = _add_command(
+        commands, "train-tokenizer", help="train a byte-level BPE vocabulary on text files",
         description="Learn byte-pair merges from FILEs with GPT-2's pre-tokenization.",
+        examples=["scratchgpt train-tokenizer book.txt --vocab-size 512 --out tok.json",
+                  "scratchgpt train-tokenizer a.txt b.txt --vocab-size 4096 --out tok.json "
+                  "--encoding-errors replace"],
     )
-    train_tok.add_argument("files", nargs="+", metavar="FILE")
+    train_tok.add_argument("files", nargs="+", metavar="FILE",
+                           help="UTF-8 text files to learn from")
     train_tok.add_argument("--vocab-size", type=int, required=True,
                            help="size of the vocabulary: 256 bytes + merges + special tokens")
-    train_tok.add_argument("--out", required=True, metavar="TOKENIZER_FILE")
+    train_tok.add_argument("--out", required=True, metavar="TOKENIZER_FILE",
+                           help="where to write the tokenizer, as JSON (any name; "
+                                "`tokenize --tokenizer` and `pretrain --tokenizer` read it)")
+    _add_encoding_errors_flag(train_tok)
     train_tok.add_argument("--special", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
                            help="special tokens (default: <|endoftext|>)")
     train_tok.set_defaults(func=_train_tokenizer)
 
-    pre = commands.add_parser(
-        "pretrain", help="train a GPT from scratch (no arguments: a small one, built-in corpus)",
+    pre = _add_command(
+        commands, "pretrain",
+        help="train a GPT from scratch (no arguments: a small one, built-in corpus)",
         description="Pretrain a GPT on text. With no arguments it trains the `micro` preset on "
                     "the English Python documentation that ships with CPython, in about five "
                     "minutes on two CPU cores, and leaves a run directory under runs/.",
+        examples=["scratchgpt pretrain",
+                  "scratchgpt pretrain --data book.txt --preset nano --max-steps 500 "
+                  "--out runs/book",
+                  "scratchgpt pretrain --out runs/book --resume"],
     )
     pre.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
     pre.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/pretrain-TIME)")
@@ -215,34 +260,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(pre, "train", TrainConfig)
     pre.set_defaults(func=_pretrain)
 
-    gen = commands.add_parser(
-        "generate", help="continue a prompt with a trained or downloaded model",
+    gen = _add_command(
+        commands, "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
                     "text, nothing else). A prompt longer than the model's context is cropped "
                     "from the left.",
+        examples=["scratchgpt generate --model runs/book --prompt \"The\"",
+                  "scratchgpt generate --model gpt2-124M --prompt \"Every effort moves you\" "
+                  "--temperature 0.8 --top-k 40 --seed 1"],
     )
     gen.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--prompt", required=True, metavar="TEXT",
+                     help="the text to continue (printed first)")
+    gen.add_argument("--max-new-tokens", type=int, default=50, metavar="N",
+                     help="stop after this many new tokens (default: 50), or earlier at "
+                          "<|endoftext|> or a --stop text")
     gen.add_argument("--temperature", type=float, default=0.0,
-                     help="0 = greedy (default); higher = more random")
-    gen.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
-    gen.add_argument("--top-p", type=float, help="sample among the most likely tokens "
-                                                 "holding this much probability")
-    gen.add_argument("--seed", type=int, help="makes sampling reproducible")
+                     help="0 = greedy (default); 1 = the model's own distribution; higher = "
+                          "more random")
+    gen.add_argument("--top-k", type=int, metavar="K",
+                     help="sample among the K most likely tokens (default: all; needs "
+                          "--temperature above 0)")
+    gen.add_argument("--top-p", type=float, metavar="P",
+                     help="sample among the most likely tokens holding probability P, "
+                          "in (0, 1] (default: 1, all; needs --temperature above 0)")
+    gen.add_argument("--seed", type=int,
+                     help="makes sampling reproducible (default: a different sample each run)")
     gen.add_argument("--stop", action="append", metavar="TEXT",
                      help="stop before this text (may be repeated)")
     gen.set_defaults(func=_generate)
 
-    down = commands.add_parser(
-        "download", help="fetch OpenAI's pretrained GPT-2 weights",
+    down = _add_command(
+        commands, "download", help="fetch OpenAI's pretrained GPT-2 weights",
         description="Download GPT-2 into the cache ($SCRATCHGPT_CACHE/models/gpt2-SIZE-FORMAT, "
                     "default ~/.cache/scratchgpt) or --dir, resuming interrupted files and "
-                    "verifying each one's size and checksum. Prints the directory.",
+                    "verifying each one's size, checksums and content. Prints the directory.",
+        examples=["scratchgpt download gpt2 --size 124M",
+                  "scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M"],
     )
-    down.add_argument("model", choices=["gpt2"])
+    down.add_argument("model", choices=["gpt2"], help="the model family (only gpt2 so far)")
     down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"], default="124M",
-                      help="parameters: 124M (gpt2), 355M (medium), 774M (large), 1558M (xl)")
+                      help="parameters: 124M (gpt2, the default), 355M (medium), 774M (large), "
+                           "1558M (xl)")
     down.add_argument("--format", choices=["hf", "openai"], default="hf",
                       help="hf: Hugging Face's safetensors copy (default); openai: OpenAI's "
                            "original TensorFlow checkpoint")
@@ -254,14 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy the files from this local directory instead of downloading")
     down.set_defaults(func=_download)
 
-    export = commands.add_parser(
-        "export", help="write a model in another format (Hugging Face's GPT-2)",
+    export = _add_command(
+        commands, "export", help="write a model in another format (Hugging Face's GPT-2)",
         description="Write MODEL as a directory that transformers' "
                     "GPT2LMHeadModel.from_pretrained(DIR) loads with identical logits.",
+        examples=["scratchgpt export runs/book --format hf --out book-hf"],
     )
     export.add_argument("model", metavar="MODEL", help=MODEL_SPEC_HELP)
-    export.add_argument("--format", choices=["hf"], default="hf")
-    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--format", choices=["hf"], default="hf",
+                        help="hf: Hugging Face's GPT-2 layout, config.json + model.safetensors "
+                             "+ vocab.json + merges.txt (default, and the only one so far)")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="the directory to write (created if missing)")
     export.set_defaults(func=_export)
     return parser
 

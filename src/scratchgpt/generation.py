@@ -17,6 +17,7 @@ one position instead of re-running the whole sequence.
 from __future__ import annotations
 
 import codecs
+import math
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -62,14 +63,17 @@ def sample_next_token(
 def _check_sampling(
     max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
 ) -> None:
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    """Refuse settings that have no meaning; ``nan`` fails every comparison, so ranges are
+    written as what is allowed."""
+    if not max_new_tokens >= 0:
+        raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    if not 0.0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy, 1 = the "
+                         f"model's own distribution), got {temperature}")
+    if top_k is not None and not top_k >= 1:
+        raise ValueError(f"top_k must be 1 or more (1 = greedy), got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise ValueError(f"top_p must be a number in (0, 1], such as 0.9, got {top_p}")
 
 
 # CPU copies of output weights, transposed for decoding: {layer: (weight, version, copy)}.
@@ -241,7 +245,10 @@ def generate_text(
     or at the first of the ``stop`` strings (not yielded; it may span several tokens).
     Multi-byte characters split across tokens come out whole. A prompt longer than the
     context is cropped from the left; see :func:`generate_tokens` for the sampling options.
+    Bad arguments raise ``ValueError`` here, at the call, not at the first ``next()``.
     """
+    if not prompt:
+        raise ValueError("prompt is empty: give the model some text to continue")
     stops = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
     tokens = generate_tokens(  # checks the arguments now; generates on the first next()
         model,

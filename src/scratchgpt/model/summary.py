@@ -11,16 +11,34 @@ from scratchgpt.model.gpt import GPTModel
 
 
 def describe(config: ModelConfig) -> dict[str, Any]:
-    """Parameter counts and sizes of a GPTModel of this shape, computed on the meta device."""
+    """Parameter counts and sizes of a GPTModel of this shape, computed on the meta device.
+
+    ``parameters`` counts each weight once: with ``tie_weights`` the output layer reuses the
+    token embedding's matrix, so its ``output_layer_parameters`` are not counted again.
+    """
     with torch.device("meta"):
         model = GPTModel(config)
     return {
         "parameters": model.num_parameters(),
-        "parameters_untied": model.num_parameters(exclude_tied=False),
+        "output_layer_parameters": model.out_head.weight.numel(),
+        "tie_weights": config.tie_weights,
         "fp32_bytes": model.size_bytes(torch.float32),
         "bf16_bytes": model.size_bytes(torch.bfloat16),
         "train_flops_per_token": training_flops_per_token(model),
     }
+
+
+def explain_parameters(facts: dict[str, Any]) -> list[str]:
+    """Two lines on the parameter count of :func:`describe`'s ``facts``: what it includes,
+    and what it would be with the output layer tied (or untied) the other way."""
+    total, head = facts["parameters"], facts["output_layer_parameters"]
+    if facts["tie_weights"]:
+        return [f"parameters: {total:,} (the output layer shares the token embedding's weights)",
+                f"without weight tying: {total + head:,} "
+                f"(a separate {head:,}-parameter output layer)"]
+    return [f"parameters: {total:,} (including a separate {head:,}-parameter output layer)",
+            f"with weight tying: {total - head:,} "
+            "(the output layer sharing the token embedding's weights)"]
 
 
 def training_flops_per_token(model: GPTModel, seq_len: int | None = None) -> int:

@@ -1,7 +1,13 @@
-"""Loading any tokenizer from a path: our own saved JSON files or GPT-2's published files."""
+"""Loading any tokenizer from a path: our own saved JSON files or GPT-2's published files.
+
+A file is recognised by what it holds, not by its name: ``train-tokenizer --out bpe.tok``
+must be readable by ``tokenize --tokenizer bpe.tok``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from pathlib import Path
 
@@ -16,23 +22,44 @@ TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
 }
 _EXPECTED = (
     "expected a directory holding encoder.json + vocab.bpe or vocab.json + merges.txt, "
-    "a .tiktoken file, or a .json file written by Tokenizer.save()"
+    "a tiktoken rank file (lines of 'base64-token rank'), or a JSON file written by "
+    "`scratchgpt train-tokenizer` (Tokenizer.save)"
 )
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
     """The tokenizer at ``spec``: a directory of GPT-2 files (OpenAI's or Hugging Face's
-    layout), a ``.tiktoken`` rank file, or a JSON file saved by :meth:`Tokenizer.save`."""
+    layout), a tiktoken rank file, or a JSON file saved by :meth:`Tokenizer.save`, whatever
+    the file's name."""
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; {_EXPECTED}")
     if path.is_dir():
         return load_gpt2_tokenizer(path)
-    if path.suffix == ".tiktoken":
-        return read_tiktoken_file(path)
-    if path.suffix == ".json":
+    kind = _file_kind(path)
+    if kind == "json":
         return load_saved_tokenizer(path)
-    raise ValueError(f"{path} is not a tokenizer file I can read: {_EXPECTED}")
+    if kind == "tiktoken":
+        return read_tiktoken_file(path)
+    raise ValueError(f"{path} is neither a saved tokenizer (JSON) nor a tiktoken rank file; "
+                     f"{_EXPECTED}")
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"json"`` for a JSON object, ``"tiktoken"`` when the first line is ``base64 rank``,
+    else None. Only the start of the file is read; the loader checks the rest."""
+    with path.open("rb") as file:
+        head = file.read(4096).lstrip()
+    if head.startswith(b"{"):
+        return "json"
+    fields = head.split(b"\n", 1)[0].split()
+    if len(fields) == 2 and fields[1].isdigit():
+        try:
+            base64.b64decode(fields[0], validate=True)
+        except binascii.Error:
+            return None
+        return "tiktoken"
+    return None
 
 
 def load_saved_tokenizer(path: Path) -> Tokenizer:
