@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from scratchgpt.data import (
+    ShuffledBatches,
     TokenWindows,
-    WindowBatches,
     create_dataloader,
     read_token_file,
     token_dtype,
@@ -254,7 +254,7 @@ def test_dataloader_same_seed_same_batches_different_seed_different() -> None:
     assert len(every[0]) == 62
 
 
-# -- WindowBatches ----------------------------------------------------------------------------
+# -- ShuffledBatches over windows ---------------------------------------------------------
 
 # With tokens 0, 1, 2, ... and stride 4, window i starts with token 4 * i.
 STRIDE = 4
@@ -271,7 +271,7 @@ def window_ids(batch: tuple[torch.Tensor, torch.Tensor]) -> list[int]:
     return (batch[0][:, 0] // STRIDE).tolist()
 
 
-def take(stream: WindowBatches, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def take(stream: ShuffledBatches, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [next(stream) for _ in range(n)]
 
 
@@ -284,7 +284,7 @@ def same_batches(a: list, b: list) -> bool:
 
 def test_window_batches_visit_every_window_once_per_epoch() -> None:
     windows = counting_windows(50)
-    stream = WindowBatches(windows, batch_size=8, seed=3)
+    stream = ShuffledBatches(windows, batch_size=8, seed=3)
     assert stream.batches_per_epoch == 6  # 50 // 8; two windows are left out each epoch
     epochs = [[i for batch in take(stream, 6) for i in window_ids(batch)] for _ in range(3)]
     for seen in epochs:
@@ -297,9 +297,9 @@ def test_window_batches_visit_every_window_once_per_epoch() -> None:
 
 def test_window_batches_same_seed_same_stream() -> None:
     windows = counting_windows(50)
-    a = take(WindowBatches(windows, 8, seed=1), 8)
-    b = take(WindowBatches(windows, 8, seed=1), 8)
-    c = take(WindowBatches(windows, 8, seed=2), 8)
+    a = take(ShuffledBatches(windows, 8, seed=1), 8)
+    b = take(ShuffledBatches(windows, 8, seed=1), 8)
+    c = take(ShuffledBatches(windows, 8, seed=2), 8)
     assert same_batches(a, b)
     assert not same_batches(a, c)
 
@@ -308,13 +308,13 @@ def test_window_batches_same_seed_same_stream() -> None:
 def test_window_batches_resume_from_state_dict(k: int) -> None:
     windows = counting_windows(50)
     total = 15
-    reference = take(WindowBatches(windows, 8, seed=11), total)
+    reference = take(ShuffledBatches(windows, 8, seed=11), total)
 
-    interrupted = WindowBatches(windows, 8, seed=11)
+    interrupted = ShuffledBatches(windows, 8, seed=11)
     assert same_batches(take(interrupted, k), reference[:k])
     state = json.loads(json.dumps(interrupted.state_dict()))  # plain data, fit for a checkpoint
 
-    resumed = WindowBatches(windows, 8, seed=11)
+    resumed = ShuffledBatches(windows, 8, seed=11)
     resumed.load_state_dict(state)
     assert same_batches(take(resumed, total - k), reference[k:])
     # the original, had it kept going, would have given the same batches
@@ -323,7 +323,7 @@ def test_window_batches_resume_from_state_dict(k: int) -> None:
 
 def test_window_batches_state_dict_of_a_fresh_stream_restarts_it() -> None:
     windows = counting_windows(30)
-    stream = WindowBatches(windows, 4, seed=0)
+    stream = ShuffledBatches(windows, 4, seed=0)
     start = stream.state_dict()
     first = take(stream, 10)
     stream.load_state_dict(start)
@@ -334,8 +334,8 @@ def test_window_batches_state_dict_of_a_fresh_stream_restarts_it() -> None:
 def test_window_batches_shards_add_up_to_one_big_batch(world_size: int) -> None:
     windows = counting_windows(61)
     b = 3
-    single = WindowBatches(windows, b * world_size, seed=5)
-    ranks = [WindowBatches(windows, b, seed=5, rank=r, world_size=world_size)
+    single = ShuffledBatches(windows, b * world_size, seed=5)
+    ranks = [ShuffledBatches(windows, b, seed=5, rank=r, world_size=world_size)
              for r in range(world_size)]
     assert all(r.batches_per_epoch == single.batches_per_epoch for r in ranks)
     steps = 2 * single.batches_per_epoch + 1  # crosses two epoch boundaries
@@ -352,10 +352,10 @@ def test_window_batches_shards_add_up_to_one_big_batch(world_size: int) -> None:
 def test_window_batches_need_one_global_batch() -> None:
     windows = counting_windows(10)
     with pytest.raises(ValueError, match=r"only 10 training windows, fewer than one batch of 12"):
-        WindowBatches(windows, batch_size=4, world_size=3)
+        ShuffledBatches(windows, batch_size=4, world_size=3)
     with pytest.raises(ValueError, match="fewer than one batch of 11"):
-        WindowBatches(windows, batch_size=11)
-    exact = WindowBatches(windows, batch_size=10)  # exactly one batch per epoch is enough
+        ShuffledBatches(windows, batch_size=11)
+    exact = ShuffledBatches(windows, batch_size=10)  # exactly one batch per epoch is enough
     assert exact.batches_per_epoch == 1
     assert sorted(window_ids(next(exact))) == list(range(10))
     assert sorted(window_ids(next(exact))) == list(range(10))

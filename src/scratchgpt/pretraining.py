@@ -9,13 +9,13 @@ The steps, each a library call you can make yourself:
 5. build a :class:`~scratchgpt.model.GPTModel` and train it with the
    :class:`~scratchgpt.training.trainer.Trainer`.
 
-The run directory's layout is described in :mod:`scratchgpt.run_dir`.
+:class:`PretrainJob` does steps 1-5; :func:`~scratchgpt.training.runner.run_job`, which every
+fine-tuning shares, runs it in a run directory (:mod:`scratchgpt.run_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -24,18 +24,10 @@ from typing import Any
 import torch
 
 from scratchgpt.config import PRESETS, ModelConfig, get_preset
-from scratchgpt.config_files import load_toml
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.data.corpus import Corpus, default_cache_dir
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import (
-    CHECKPOINTS,
-    CONFIG_FILE,
-    RESOLVED_MODEL,
-    TOKENIZER_FILE,
-    check_run_dir,
-    start_run_dir,
-)
+from scratchgpt.run_dir import HEAD, LANGUAGE_MODEL_HEAD, MODEL_TABLES, RESOLVED_MODEL
 from scratchgpt.settings import (
     FRACTION,
     NON_NEGATIVE,
@@ -43,16 +35,16 @@ from scratchgpt.settings import (
     Matches,
     OneOf,
     SettingError,
-    build_settings,
     check_settings,
-    flag_name,
     knob,
+    load_sections,
 )
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, load_tokenizer, train_bpe
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.language_modeling import LanguageModelingTask
-from scratchgpt.training.trainer import FitResult, Trainer, resolve_device
+from scratchgpt.training.runner import Setup, log, run_job
+from scratchgpt.training.trainer import FitResult
 
 
 @dataclass
@@ -120,9 +112,6 @@ class ModelChoice:
         return get_preset(self.preset).replace(**changes)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelChoice, "train": TrainConfig}
-
-
 @dataclass
 class PretrainConfig:
     """Everything ``scratchgpt pretrain`` needs; saved as ``RUN_DIR/config.toml``."""
@@ -131,45 +120,19 @@ class PretrainConfig:
     model: ModelChoice
     train: TrainConfig
 
-    @classmethod
-    def from_tables(cls, tables: dict[str, Any], source: str,
-                    flags: dict[str, set[str]] | None = None) -> PretrainConfig:
-        """Build from TOML tables; ``flags`` names the keys of each table that came from the
-        command line, so an error says ``--lr`` rather than ``SOURCE [train] lr``.
-        ``[resolved_model]``, which a run directory's config.toml adds to show the model that
-        was built, is read by ``--resume`` only."""
-        unknown = sorted(set(tables) - {*SECTIONS, RESOLVED_MODEL})
-        if unknown:
-            raise ValueError(f"{source}: unknown table(s) [{'], ['.join(unknown)}]; "
-                             f"expected [data], [model], [train]")
-        built = {
-            section: build_settings(kind, tables.get(section, {}), f"{source} [{section}]",
-                                    {k: flag_name(k) for k in (flags or {}).get(section, ())})
-            for section, kind in SECTIONS.items()
-        }
-        return cls(**built)
-
     def to_tables(self) -> dict[str, dict[str, Any]]:
         return {"data": asdict(self.data), "model": asdict(self.model), "train": asdict(self.train)}
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> PretrainConfig:
-    """Defaults, then the TOML file (if any), then ``overrides`` (e.g. command-line flags)."""
-    tables: dict[str, Any] = load_toml(path) if path else {}
-    for section, values in overrides.items():
-        table = tables.setdefault(section, {})
-        if isinstance(table, dict):
-            table.update(values)
-    flags = {section: set(values) for section, values in overrides.items()}
-    return PretrainConfig.from_tables(tables, str(path or "command line"), flags)
+    """Defaults, then the TOML file (if any), then ``overrides`` (e.g. command-line flags).
+    A run directory's ``config.toml`` works too (``--resume`` reads it)."""
+    sections = {"data": DataConfig, "model": ModelChoice, "train": TrainConfig}
+    return PretrainConfig(**load_sections(sections, path, overrides, ignore=MODEL_TABLES))
 
 
 def default_run_dir() -> Path:
     return Path("runs") / datetime.now().strftime("pretrain-%Y%m%d-%H%M%S")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def corpus_tokenizer(config: DataConfig, corpus: Corpus, process: distributed.ProcessInfo,
@@ -183,7 +146,7 @@ def corpus_tokenizer(config: DataConfig, corpus: Corpus, process: distributed.Pr
     key = hashlib.sha256(f"{corpus.fingerprint}:bpe:{vocab_size}:{ENDOFTEXT}".encode())
     path = (cache_dir or default_cache_dir()) / "tokenizers" / f"{key.hexdigest()[:24]}.json"
     if process.is_main and not path.exists():
-        _log(f"training a BPE tokenizer with {vocab_size} tokens on the corpus")
+        log(f"training a BPE tokenizer with {vocab_size} tokens on the corpus")
         tokenizer = train_bpe(corpus.texts, vocab_size, special_tokens=[ENDOFTEXT])
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
@@ -193,83 +156,63 @@ def corpus_tokenizer(config: DataConfig, corpus: Corpus, process: distributed.Pr
     return Tokenizer.load(path)
 
 
-def check_same_model(saved: ModelConfig, current: ModelConfig, run_dir: Path) -> None:
-    differ = [f"{k}: {v} in the run, {current.to_dict()[k]} now"
-              for k, v in saved.to_dict().items() if current.to_dict()[k] != v]
-    if differ:
-        raise ValueError(f"cannot resume {run_dir} with a different model shape ("
-                         + "; ".join(differ) + ")")
+@dataclass
+class PretrainJob:
+    """Next-token prediction on a corpus, from a fresh model of a preset (a :class:`Job`)."""
 
+    config: PretrainConfig
+    cache_dir: Path | None = None
+    show_progress: bool = True
+    command = "pretrain"
 
-def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
-             show_progress: bool = True, cache_dir: Path | None = None) -> FitResult:
-    """Run (or resume) a pretraining job in ``run_dir``.
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
 
-    Everything that can fail on bad input (settings, device, data, tokenizer, corpus length)
-    is checked before the run directory is written, so a failed start leaves nothing behind.
-    Token files and trained tokenizers are cached in ``cache_dir`` (default:
-    ``$SCRATCHGPT_CACHE`` or ``~/.cache/scratchgpt``).
-    """
-    device = resolve_device(config.train.device)
-    check_run_dir(run_dir, resume)
-    process = distributed.init_distributed(device.type)
-    try:
-        data = config.data
+    def setup(self, process: distributed.ProcessInfo, tokenizer: Tokenizer | None) -> Setup:
+        """Read and tokenize the corpus (once: the token file is cached), split it, and build
+        the model and the task."""
+        data, train = self.config.data, self.config.train
         corpus = load_corpus(data.data, encoding_errors=data.encoding_errors)
-        if resume:
-            tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
-        else:
-            tokenizer = corpus_tokenizer(data, corpus, process, cache_dir)
-        model_config = config.model.resolve(tokenizer.vocab_size)
-        if resume:
-            saved = load_toml(run_dir / CONFIG_FILE)
-            check_same_model(ModelConfig.from_dict(saved[RESOLVED_MODEL]), model_config, run_dir)
-
+        tokenizer = tokenizer or corpus_tokenizer(data, corpus, process, self.cache_dir)
+        model_config = self.config.model.resolve(tokenizer.vocab_size)
         if process.is_main:
-            tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir, workers=data.workers,
-                            progress=show_progress)
+            tokenize_corpus(corpus, tokenizer, cache_dir=self.cache_dir, workers=data.workers,
+                            progress=self.show_progress)
         distributed.barrier(process)
         tokens = read_token_file(  # cached by now: every rank maps the same file
-            tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir, progress=False)
+            tokenize_corpus(corpus, tokenizer, cache_dir=self.cache_dir, progress=False)
         )
         train_tokens, val_tokens = train_val_split(
             tokens, data.val_fraction, model_config.context_length
         )
         if process.is_main:
-            _log(f"corpus: {len(tokens):,} tokens ({len(train_tokens):,} train, "
-                 f"{len(val_tokens):,} validation), vocabulary {tokenizer.vocab_size:,}")
+            log(f"corpus: {len(tokens):,} tokens ({len(train_tokens):,} train, "
+                f"{len(val_tokens):,} validation), vocabulary {tokenizer.vocab_size:,}")
 
-        torch.manual_seed(config.train.seed)
+        torch.manual_seed(train.seed)
         model = GPTModel(model_config)
-        train = config.train
         global_batch = train.batch_size * train.grad_accum_steps * process.world_size
         task = LanguageModelingTask(
             train_tokens, val_tokens, context_length=model_config.context_length,
-            batch_size=config.train.batch_size, stride=data.stride,
-            eval_windows=config.train.eval_batches * global_batch, seed=config.train.seed,
+            batch_size=train.batch_size, stride=data.stride,
+            eval_windows=train.eval_batches * global_batch, seed=train.seed,
             tokenizer=tokenizer, sample_prompt=data.sample_prompt,
             sample_tokens=data.sample_tokens, sample_temperature=data.sample_temperature,
             sample_top_k=data.sample_top_k,
         )
-        trainer = Trainer(model, task, config.train, run_dir, process=process,
-                          show_progress=show_progress)
-        if process.is_main and not resume:  # the run can start: only now is anything written
-            start_run_dir(run_dir, tokenizer,
-                          {**config.to_tables(), RESOLVED_MODEL: model_config.to_dict()})
-        distributed.barrier(process)
-        if resume:
-            checkpoint = trainer.resume_latest()
-            if process.is_main:
-                _log(f"resumed from {checkpoint} (step {trainer.step})" if checkpoint else
-                     f"--resume: {run_dir / CHECKPOINTS} holds no checkpoint yet (the run "
-                     "stopped before its first one); starting from the beginning")
-                if trainer.step >= train.max_steps:
-                    _log(f"the run has already trained its {train.max_steps} steps; "
-                         "pass a larger --max-steps to train on")
-        result = trainer.fit()
-        if process.is_main and result.interrupted:
-            _log(f"interrupted: saved a checkpoint at step {result.step}; "
-                 f"continue with: scratchgpt pretrain --out {run_dir} --resume")
-        return result
-    finally:
-        distributed.shutdown(process)
+        tables = {**self.config.to_tables(), RESOLVED_MODEL: model_config.to_dict(),
+                  HEAD: LANGUAGE_MODEL_HEAD}
+        return Setup(model, task, tokenizer, tables)
+
+
+def pretrain(config: PretrainConfig, run_dir: Path, *, resume: bool = False,
+             show_progress: bool = True, cache_dir: Path | None = None) -> FitResult:
+    """Run (or resume) a pretraining job in ``run_dir`` (see :func:`run_job`): everything
+    that can fail on bad input is checked before the run directory is written.
+
+    Token files and trained tokenizers are cached in ``cache_dir`` (default:
+    ``$SCRATCHGPT_CACHE`` or ``~/.cache/scratchgpt``).
+    """
+    job = PretrainJob(config, cache_dir, show_progress)
+    return run_job(job, run_dir, resume=resume, show_progress=show_progress)

@@ -3,7 +3,8 @@
 ::
 
     RUN_DIR/
-        config.toml       the settings, resolved; [resolved_model] is the model that was built
+        config.toml       the settings, resolved; [resolved_model] is the model that was
+                          built, [head] what sits on top of it (see model_tables)
         tokenizer.json    the tokenizer (see docs/formats.md)
         metrics.jsonl     one JSON object per evaluation
         samples.txt       text generated at each evaluation
@@ -20,13 +21,22 @@ from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import dump_toml, load_toml
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer
-from scratchgpt.training.checkpoints import latest_checkpoint, load_checkpoint
-from scratchgpt.training.trainer import load_weights
+from scratchgpt.training.checkpoints import latest_checkpoint, load_checkpoint, load_weights
 
 CONFIG_FILE = "config.toml"
 TOKENIZER_FILE = "tokenizer.json"
 RESOLVED_MODEL = "resolved_model"
+HEAD = "head"
+LANGUAGE_MODEL_HEAD = {"kind": "language_model"}  # next-token logits (runs older than [head])
+MODEL_TABLES = (RESOLVED_MODEL, HEAD)
 CHECKPOINTS = "checkpoints"
+
+
+def model_tables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tables of ``config.toml`` that fix the model: ``[resolved_model]`` (its
+    ``ModelConfig``) and ``[head]`` (``kind = "language_model"``, or a classifier's
+    ``num_classes`` and label names)."""
+    return {RESOLVED_MODEL: tables[RESOLVED_MODEL], HEAD: tables.get(HEAD, LANGUAGE_MODEL_HEAD)}
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:

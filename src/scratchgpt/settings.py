@@ -7,7 +7,8 @@ comes from the field's annotation (``int``, ``float | None``, ``Literal["learned
 this one place, so a setting is checked however it arrives: a flag, a TOML file, Python.
 
 :func:`build_settings` makes a dataclass from a table of raw values and turns any problem into
-an error that says where the value came from (``--lr`` or ``run.toml [train] lr``).
+an error that says where the value came from (``--lr`` or ``run.toml [train] lr``), and
+:func:`load_sections` reads a whole configuration: defaults, a TOML file, then flags.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from __future__ import annotations
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from scratchgpt.config_files import load_toml
 
 T = TypeVar("T")
 
@@ -187,3 +191,26 @@ def flag_name(field_name: str) -> str:
     """The command-line flag of a settings field: ``--batch-size`` for ``batch_size``."""
     return "--" + field_name.replace("_", "-")
 
+
+
+def load_sections(sections: Mapping[str, type], path: str | Path | None,
+                  overrides: Mapping[str, Mapping[str, Any]],
+                  ignore: Collection[str] = ()) -> dict[str, Any]:
+    """One settings object per ``[section]``: the defaults, then the TOML file at ``path`` (if
+    any), then ``overrides`` (the command line's flags, named as flags in errors). Tables in
+    ``ignore`` (what a run directory's config.toml adds about the model) are skipped."""
+    tables: dict[str, Any] = load_toml(path) if path else {}
+    source = str(path or "command line")
+    unknown = sorted(set(tables) - {*sections, *ignore})
+    if unknown:
+        raise ValueError(f"{source}: unknown table(s) [{'], ['.join(unknown)}]; expected "
+                         + ", ".join(f"[{name}]" for name in sections))
+    built = {}
+    for name, kind in sections.items():
+        table = tables.get(name, {})
+        flags = overrides.get(name, {})
+        if isinstance(table, dict):
+            table = {**table, **flags}
+        built[name] = build_settings(kind, table, f"{source} [{name}]",
+                                     {key: flag_name(key) for key in flags})
+    return built

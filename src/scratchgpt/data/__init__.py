@@ -1,5 +1,6 @@
-"""Data: text files -> documents -> token files on disk -> sliding windows -> batches."""
+"""Data: text files -> documents -> token files on disk -> sliding windows -> shuffled batches."""
 
+from scratchgpt.data.batches import BatchDataset, ShuffledBatches
 from scratchgpt.data.corpus import (
     Corpus,
     Document,
@@ -10,13 +11,14 @@ from scratchgpt.data.corpus import (
     train_val_split,
 )
 from scratchgpt.data.token_files import read_token_file, token_dtype, write_token_file
-from scratchgpt.data.windows import TokenWindows, WindowBatches, create_dataloader
+from scratchgpt.data.windows import TokenWindows, create_dataloader
 
 __all__ = [
+    "BatchDataset",
     "Corpus",
     "Document",
+    "ShuffledBatches",
     "TokenWindows",
-    "WindowBatches",
     "create_dataloader",
     "find_files",
     "load_corpus",

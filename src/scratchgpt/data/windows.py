@@ -8,8 +8,6 @@ equal to the context length uses each token once per epoch without overlap.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 class TokenWindows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """``(input, target)`` pairs cut from a 1-D token array (a memory map works)."""
+
+    example_name = "window"
+    remedy = "use more text, a smaller --batch-size, or a shorter --context-length"
 
     def __init__(self, tokens: np.ndarray, context_length: int, stride: int | None = None) -> None:
         self.tokens = tokens
@@ -68,63 +69,3 @@ def create_dataloader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-class WindowBatches:
-    """An endless, resumable, shardable stream of shuffled batches of windows.
-
-    Epoch ``e`` visits the windows in the order ``randperm(seed + e)``, cut into global
-    batches of ``batch_size * world_size`` windows (an incomplete last one is dropped). Rank
-    ``r`` takes the ``r``-th slice of each global batch, so N ranks with batch B see exactly
-    the windows of one process with batch N x B. The position (epoch, batch) is the whole
-    state: saving it in a checkpoint resumes the stream exactly.
-    """
-
-    def __init__(
-        self,
-        windows: TokenWindows,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.windows = windows
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        global_batch = batch_size * world_size
-        self.batches_per_epoch = len(windows) // global_batch
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"only {len(windows)} training windows, fewer than one batch of {global_batch} "
-                f"({batch_size} per process x {world_size} processes); use more text, a smaller "
-                "--batch-size, or a shorter --context-length"
-            )
-        self.epoch = 0
-        self.position = 0
-        self._order: tuple[int, torch.Tensor] | None = None
-
-    def _epoch_order(self) -> torch.Tensor:
-        if self._order is None or self._order[0] != self.epoch:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            self._order = (self.epoch, torch.randperm(len(self.windows), generator=generator))
-        return self._order[1]
-
-    def __iter__(self) -> WindowBatches:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.position == self.batches_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
-        start = (self.position * self.world_size + self.rank) * self.batch_size
-        indices = self._epoch_order()[start : start + self.batch_size]
-        self.position += 1
-        return self.windows.batch(indices)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])

@@ -1,4 +1,4 @@
-"""Checkpoints that survive crashes and resume a run bit for bit.
+"""Checkpoints that survive crashes and resume a run bit for bit, and the weight I/O they use.
 
 Layout of ``RUN_DIR/checkpoints/``::
 
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -91,6 +92,34 @@ def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def unique_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with tied tensors stored once (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            weights[name] = tensor
+    return weights
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``weights`` (as written by :func:`unique_weights`), naming any mismatched tensor."""
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if name not in expected:
+            raise ValueError(f"{source}: unexpected tensor {name!r}; is it from another model?")
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}: the checkpoint is from a model of another shape"
+            )
+    missing = set(unique_weights(model)) - set(weights)
+    if missing:
+        raise ValueError(f"{source}: missing tensor(s) {', '.join(sorted(missing))}")
+    model.load_state_dict(weights, strict=False)
 
 
 def step_dirs(checkpoint_dir: Path) -> list[tuple[int, Path]]:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.data.windows import TokenWindows, WindowBatches
+from scratchgpt.data.batches import ShuffledBatches
+from scratchgpt.data.windows import TokenWindows
 from scratchgpt.generation import generate_text
 from scratchgpt.tokenizers.base import Tokenizer
 from scratchgpt.training.trainer import Batch
@@ -37,6 +38,10 @@ class LanguageModelingTask:
     pass the global batch size times ``eval_batches`` so that the estimate is the same however
     the batch is split over processes and accumulation steps.
     """
+
+    best_metric = "val_loss"
+    higher_is_better = False
+    progress_metrics: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -70,8 +75,8 @@ class LanguageModelingTask:
             "val": _fixed_batches(self.val_windows, eval_windows, batch_size),
         }
 
-    def train_stream(self, rank: int, world_size: int) -> WindowBatches:
-        return WindowBatches(self.train_windows, self.batch_size, seed=self.seed, rank=rank,
+    def train_stream(self, rank: int, world_size: int) -> ShuffledBatches:
+        return ShuffledBatches(self.train_windows, self.batch_size, seed=self.seed, rank=rank,
                              world_size=world_size)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:

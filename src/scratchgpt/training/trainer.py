@@ -27,8 +27,10 @@ from scratchgpt.training import distributed
 from scratchgpt.training.checkpoints import (
     BEST,
     load_checkpoint,
+    load_weights,
     resume_checkpoint,
     save_checkpoint,
+    unique_weights,
 )
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.optimizers import build_optimizer
@@ -48,6 +50,10 @@ class BatchStream(Protocol):
 
 class Task(Protocol):
     """What a training job brings to the :class:`Trainer`."""
+
+    best_metric: str  # the metric of evaluate() that picks checkpoints/best: "val_loss", ...
+    higher_is_better: bool  # False for a loss, True for an accuracy
+    progress_metrics: tuple[str, ...]  # metrics of the last evaluation shown beside the loss
 
     def train_stream(self, rank: int, world_size: int) -> BatchStream:
         """This process's share of the training batches (``batch[0]`` is the input ids)."""
@@ -127,34 +133,6 @@ def _catch_sigint() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def unique_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with tied tensors stored once (safetensors refuses shared memory)."""
-    seen: set[int] = set()
-    weights = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            weights[name] = tensor
-    return weights
-
-
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Load ``weights`` (as written by :func:`unique_weights`), naming any mismatched tensor."""
-    expected = model.state_dict()
-    for name, tensor in weights.items():
-        if name not in expected:
-            raise ValueError(f"{source}: unexpected tensor {name!r}; is it from another model?")
-        if tensor.shape != expected[name].shape:
-            raise ValueError(
-                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects "
-                f"{tuple(expected[name].shape)}: the checkpoint is from a model of another shape"
-            )
-    missing = set(unique_weights(model)) - set(weights)
-    if missing:
-        raise ValueError(f"{source}: missing tensor(s) {', '.join(sorted(missing))}")
-    model.load_state_dict(weights, strict=False)
-
-
 def _indent(text: str) -> str:
     """Generated text for a terminal: indented, with control characters (which a small model
     emits freely, and which could drive the terminal) shown as U+FFFD."""
@@ -209,14 +187,15 @@ class Trainer:
         self.show_progress = show_progress and self.process.is_main
         self.step = 0
         self.tokens = 0
-        self.best_val_loss = float("inf")
+        self.last_metrics: dict[str, float] = {}
+        self.best: float | None = None  # the best value of task.best_metric so far
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         state = {
             "step": self.step,
             "tokens": self.tokens,
-            "best_val_loss": self.best_val_loss,
+            "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data": self.stream.state_dict(),
@@ -226,15 +205,21 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def save(self, val_loss: float | None) -> None:
-        is_best = val_loss is not None and val_loss < self.best_val_loss
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.task.higher_is_better else value < self.best
+
+    def save(self, metrics: dict[str, float] | None) -> None:
+        """Checkpoint this step; after an evaluation, ``metrics`` say whether it is the best."""
+        is_best = metrics is not None and self._improves(metrics[self.task.best_metric])
         if is_best:
-            self.best_val_loss = val_loss
+            self.best = metrics[self.task.best_metric]
         if self.process.is_main:
             save_checkpoint(
                 self.checkpoint_dir, step=self.step, weights=unique_weights(self.model),
-                state=self._state(), val_loss=val_loss, keep_last=self.config.keep_last,
-                is_best=is_best,
+                state=self._state(), val_loss=metrics["val_loss"] if metrics else None,
+                keep_last=self.config.keep_last, is_best=is_best,
             )
 
     def resume_latest(self) -> Path | None:
@@ -261,7 +246,7 @@ class Trainer:
         if self.device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.step, self.tokens = state["step"], state["tokens"]
-        self.best_val_loss = state["best_val_loss"]
+        self.best = state.get("best", state.get("best_val_loss"))  # the older name
         if self.process.is_main:
             self.records.rewind(self.step)
 
@@ -300,24 +285,29 @@ class Trainer:
         self.step += 1
         return total
 
-    def _evaluate(self) -> float | None:
-        """Evaluate and sample on rank 0; returns the validation loss."""
-        val_loss = None
-        if self.process.is_main:
-            self.model.eval()
-            with torch.no_grad(), autocast(self.device, self.precision):
-                metrics = self.task.evaluate(self.model)
-                sample = self.task.sample(self.model)
-            self.model.train()
-            val_loss = metrics["val_loss"]
-            self.records.log({"step": self.step, "tokens": self.tokens, **metrics,
-                              "lr": self._lr()})
-            if sample is not None:
-                self.records.sample(self.step, sample)
-            if self.show_progress:
-                tqdm.write(f"step {self.step}: train loss {metrics['train_loss']:.3f}, "
-                           f"val loss {val_loss:.3f}" + (f"\n{_indent(sample)}" if sample else ""))
-        return val_loss
+    def _evaluate(self) -> dict[str, float] | None:
+        """Evaluate and sample on rank 0; returns the metrics there (None on other ranks)."""
+        if not self.process.is_main:
+            return None
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            metrics = self.task.evaluate(self.model)
+            sample = self.task.sample(self.model)
+        self.model.train()
+        self.last_metrics = metrics
+        self.records.log({"step": self.step, "tokens": self.tokens, **metrics, "lr": self._lr()})
+        if sample is not None:
+            self.records.sample(self.step, sample)
+        if self.show_progress:
+            figures = ", ".join(f"{name.replace('_', ' ')} {metrics[name]:.3f}"
+                                for name in ("train_loss", "val_loss", *self.task.progress_metrics))
+            tqdm.write(f"step {self.step}: {figures}" + (f"\n{_indent(sample)}" if sample else ""))
+        return metrics
+
+    def _progress_figures(self) -> dict[str, str]:
+        """The task's chosen metrics from the last evaluation, for the progress bar."""
+        return {name: f"{self.last_metrics[name]:.3f}" for name in self.task.progress_metrics
+                if name in self.last_metrics}
 
     def _stop_requested(self, flag: list[bool]) -> bool:
         """Ctrl-C on any rank stops every rank at the same step."""
@@ -343,7 +333,7 @@ class Trainer:
                 if self.show_progress:
                     rate = (self.tokens - start_tokens) / (time.perf_counter() - started)
                     bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self._lr():.2e}",
-                                    tok_s=f"{rate:,.0f}")
+                                    tok_s=f"{rate:,.0f}", **self._progress_figures())
                 done = self.step == config.max_steps
                 if done or self.step % config.eval_every == 0:
                     self.save(self._evaluate())

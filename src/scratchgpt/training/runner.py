@@ -1,0 +1,111 @@
+"""Running a training job in a run directory: what pretraining and every fine-tuning share.
+
+A job (``scratchgpt pretrain``, ``scratchgpt finetune classify``, ...) knows how to build its
+model, its task and its tokenizer from its settings; :func:`run_job` does the rest, the same
+for all of them:
+
+1. check the device and the run directory before anything is built,
+2. start the processes of a ``torchrun`` launch (or just this one),
+3. let the job build everything (on ``--resume``, with the run's own tokenizer), and check a
+   resumed run's model is the one it trained,
+4. write the run directory (``tokenizer.json``, then ``config.toml``) only once the run can
+   start, so a bad setting or a bad file leaves nothing behind,
+5. resume from the newest checkpoint, or start over if there is none, and say which,
+6. train, and on Ctrl-C say how to continue.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from scratchgpt.config_files import load_toml
+from scratchgpt.run_dir import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    check_run_dir,
+    model_tables,
+    start_run_dir,
+)
+from scratchgpt.tokenizers import Tokenizer
+from scratchgpt.training import distributed
+from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.trainer import FitResult, Task, Trainer, resolve_device
+
+
+@dataclass
+class Setup:
+    """What a job builds before it trains."""
+
+    model: nn.Module
+    task: Task
+    tokenizer: Tokenizer
+    tables: dict[str, dict[str, Any]]  # config.toml: the settings, and the model's tables
+
+
+class Job(Protocol):
+    """A training job: its settings, and how to build its model, task and tokenizer."""
+
+    command: str  # how a user runs it, for messages: "pretrain", "finetune classify"
+    train: TrainConfig
+
+    def setup(self, process: distributed.ProcessInfo, tokenizer: Tokenizer | None) -> Setup:
+        """Build everything; ``tokenizer`` is the run's own when resuming, else None."""
+        ...
+
+
+def log(message: str) -> None:
+    """A progress message for people: stderr, so that stdout stays the command's output."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_same_model(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` with a model other than the one it trained."""
+    differ = []
+    saved, current = model_tables(saved), model_tables(current)
+    for table, before in saved.items():
+        now = current[table]
+        differ += [f"{key}: {before.get(key)} in the run, {now.get(key)} now"
+                   for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
+    if differ:
+        raise ValueError(f"cannot resume {run_dir} with a different model shape ("
+                         + "; ".join(differ) + ")")
+
+
+def run_job(job: Job, run_dir: Path, *, resume: bool = False,
+            show_progress: bool = True) -> FitResult:
+    """Run (or, with ``resume``, continue) ``job`` in ``run_dir``; see the module docstring."""
+    device = resolve_device(job.train.device)
+    check_run_dir(run_dir, resume)
+    process = distributed.init_distributed(device.type)
+    try:
+        saved_tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE) if resume else None
+        setup = job.setup(process, saved_tokenizer)
+        if resume:
+            check_same_model(load_toml(run_dir / CONFIG_FILE), setup.tables, run_dir)
+        trainer = Trainer(setup.model, setup.task, job.train, run_dir, process=process,
+                          show_progress=show_progress)
+        if process.is_main and not resume:  # the run can start: only now is anything written
+            start_run_dir(run_dir, setup.tokenizer, setup.tables)
+        distributed.barrier(process)
+        if resume:
+            checkpoint = trainer.resume_latest()
+            if process.is_main:
+                log(f"resumed from {checkpoint} (step {trainer.step})" if checkpoint else
+                    f"--resume: {run_dir / CHECKPOINTS} holds no checkpoint yet (the run "
+                    "stopped before its first one); starting from the beginning")
+                if trainer.step >= job.train.max_steps:
+                    log(f"the run has already trained its {job.train.max_steps} steps; "
+                        "pass a larger --max-steps to train on")
+        result = trainer.fit()
+        if process.is_main and result.interrupted:
+            log(f"interrupted: saved a checkpoint at step {result.step}; "
+                f"continue with: scratchgpt {job.command} --out {run_dir} --resume")
+        return result
+    finally:
+        distributed.shutdown(process)
