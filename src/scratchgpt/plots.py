@@ -1,4 +1,4 @@
-"""Pictures that say more than numbers: loss curves (and, later, attention maps)."""
+"""Pictures that say more than numbers: loss curves, confusion matrices (later, attention maps)."""
 
 from __future__ import annotations
 
@@ -35,5 +35,35 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     perplexity.set_ylabel("perplexity")
     ax.set_ylim(low, high)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]] | np.ndarray,
+    labels: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+) -> None:
+    """The confusion matrix as a heatmap: true label down the side, predicted along the bottom;
+    each cell shows its count and its share of the row (the recall on the diagonal). Colour
+    follows that share, so a rare class reads as clearly as a common one."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = 2.0 + 1.0 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size), layout="constrained")
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            share = f"{100 * shares[i, j]:.1f}%" if totals[i, 0] else "-"  # a class never seen
+            colour = "white" if shares[i, j] > 0.5 else "black"  # readable on dark and light
+            ax.text(j, i, f"{counts[i, j]}\n{share}", ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title or "confusion matrix: count and % of the true label")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true label")
     fig.savefig(path, dpi=120)
     plt.close(fig)
