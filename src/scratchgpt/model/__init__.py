@@ -1,4 +1,5 @@
-"""The GPT model and its parts: attention variants, positional encodings, layers, KV cache."""
+"""The GPT model and its parts: attention variants, positional encodings, layers, KV cache;
+the classifier built on it, LoRA adapters, and the choice of weights to fine-tune."""
 
 from scratchgpt.model.attention import (
     CausalAttention,
@@ -7,28 +8,39 @@ from scratchgpt.model.attention import (
     SelfAttention,
     SimplifiedSelfAttention,
 )
+from scratchgpt.model.classifier import GPTClassifier
 from scratchgpt.model.gpt import GPTModel
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.layers import GELU, FeedForward, LayerNorm, TransformerBlock
+from scratchgpt.model.lora import LoRALinear, apply_lora, lora_state_dict, merge_lora
 from scratchgpt.model.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
+from scratchgpt.model.trainable import TRAINABLE_CHOICES, TrainableSummary, set_trainable
 
 __all__ = [
     "GELU",
+    "TRAINABLE_CHOICES",
     "CausalAttention",
     "FeedForward",
+    "GPTClassifier",
     "GPTModel",
     "KVCache",
     "LayerNorm",
     "LearnedPositionalEmbedding",
+    "LoRALinear",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
     "RotaryEmbedding",
     "SelfAttention",
     "SimplifiedSelfAttention",
     "SinusoidalPositionalEncoding",
+    "TrainableSummary",
     "TransformerBlock",
+    "apply_lora",
+    "lora_state_dict",
+    "merge_lora",
+    "set_trainable",
 ]
