@@ -150,10 +150,17 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from scratchgpt.hub.datasets import download_dataset
     from scratchgpt.hub.download import download_gpt2
 
-    directory = download_gpt2(args.size, args.format, args.dir, base_url=args.base_url,
-                              source_dir=args.source_dir)
+    if args.name == "gpt2":
+        directory = download_gpt2(args.size or "124M", args.format or "hf", args.dir,
+                                  base_url=args.base_url, source_dir=args.source_dir)
+    elif args.size or args.format:
+        raise ValueError(f"--size and --format choose a GPT-2; {args.name} has neither")
+    else:
+        directory = download_dataset(args.name, args.dir, base_url=args.base_url,
+                                     source_dir=args.source_dir)
     print(directory)
     return 0
 
@@ -291,20 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     down = _add_command(
-        commands, "download", help="fetch OpenAI's pretrained GPT-2 weights",
-        description="Download GPT-2 into the cache ($SCRATCHGPT_CACHE/models/gpt2-SIZE-FORMAT, "
-                    "default ~/.cache/scratchgpt) or --dir, resuming interrupted files and "
-                    "verifying each one's size, checksums and content. Prints the directory.",
+        commands, "download", help="fetch OpenAI's pretrained GPT-2 weights, or a dataset",
+        description="Download GPT-2 or a dataset into the cache ($SCRATCHGPT_CACHE/models/"
+                    "gpt2-SIZE-FORMAT or $SCRATCHGPT_CACHE/datasets/NAME, default "
+                    "~/.cache/scratchgpt) or --dir, resuming interrupted files and verifying "
+                    "each one's size, checksums and content. Prints the directory.",
         examples=["scratchgpt download gpt2 --size 124M",
-                  "scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M"],
+                  "scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M",
+                  "scratchgpt download sms-spam"],
     )
-    down.add_argument("model", choices=["gpt2"], help="the model family (only gpt2 so far)")
-    down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"], default="124M",
-                      help="parameters: 124M (gpt2, the default), 355M (medium), 774M (large), "
-                           "1558M (xl)")
-    down.add_argument("--format", choices=["hf", "openai"], default="hf",
-                      help="hf: Hugging Face's safetensors copy (default); openai: OpenAI's "
-                           "original TensorFlow checkpoint")
+    down.add_argument("name", choices=["gpt2", "sms-spam", "spamassassin"], metavar="NAME",
+                      help="gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS Spam Collection) or "
+                           "spamassassin (the SpamAssassin public mail corpus)")
+    down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"],
+                      help="gpt2's parameters: 124M (gpt2, the default), 355M (medium), 774M "
+                           "(large), 1558M (xl)")
+    down.add_argument("--format", choices=["hf", "openai"],
+                      help="gpt2's files: hf, Hugging Face's safetensors copy (the default); "
+                           "openai, OpenAI's original TensorFlow checkpoint")
     down.add_argument("--dir", metavar="DIR", help="put the files here instead of the cache")
     down.add_argument("--base-url", metavar="URL",
                       help="replace the scheme and host of every URL, keeping its path, for a "

@@ -1,6 +1,7 @@
-"""Download OpenAI's GPT-2 weights, resumably and verified, into a local cache.
+"""Download files resumably and verified into a local cache: OpenAI's GPT-2 weights here, the
+public datasets in :mod:`.datasets`, through the same :func:`fetch_files`.
 
-Two publishers, two layouts (``FORMATS``):
+GPT-2 comes from two publishers, in two layouts (``FORMATS``):
 
 * ``hf``: Hugging Face's copy, ``https://huggingface.co/openai-community/gpt2/resolve/main/``
   (``gpt2-medium``, ``gpt2-large``, ``gpt2-xl`` for the larger sizes): ``config.json``,
@@ -8,9 +9,10 @@ Two publishers, two layouts (``FORMATS``):
 * ``openai``: the original TensorFlow checkpoint,
   ``https://openaipublic.blob.core.windows.net/gpt-2/models/124M/``.
 
-Each file is fetched (or, with ``source_dir``, copied) into ``NAME.part`` and renamed to
-``NAME`` only once it is verified, so a complete-looking name is never a partial or bad file.
-An interrupted transfer resumes where the ``.part`` file ends with an HTTP ``Range`` request.
+Each file is fetched (or, with ``source_dir``, copied; or extracted from an archive fetched
+before it) into ``NAME.part`` and renamed to ``NAME`` only once it is verified, so a
+complete-looking name is never a partial or bad file. An interrupted transfer resumes where the
+``.part`` file ends with an HTTP ``Range`` request.
 
 Verification checks what can be checked:
 
@@ -19,8 +21,10 @@ Verification checks what can be checked:
   URL with a redirect to its CDN carrying ``X-Linked-Etag: "<sha256>"``; any ``ETag`` of 64 hex
   digits is taken as one too, while a 40-digit one is a git blob hash and is not checked); the
   MD5 (Azure, OpenAI's host, sends ``Content-MD5``, or ``x-ms-blob-content-md5`` for a range);
-* the sha256 we ship (``KNOWN_SHA256``): GPT-2's vocabulary files, the same for every size;
-* the content (``CONTENT_CHECKS``), whatever the source: a size and a checksum the server states
+  for a file extracted from a zip, the size its archive states;
+* the sha256 we ship for a file (``GPT2_SHA256``): GPT-2's vocabulary, the same for every size
+  (a dataset's are in :mod:`.datasets`, with its checks);
+* the content (``GPT2_CHECKS``), whatever the source: a size and a checksum the server states
   only prove a faithful copy of what it serves, and a copied file has neither. JSON files must
   be JSON objects; BPE merges files must look like one; ``model.safetensors``'s header must
   parse, place every tensor inside the file and agree with ``config.json``; the TensorFlow
@@ -30,8 +34,8 @@ Verification checks what can be checked:
 A file that fails is deleted and the error names it, what was expected, what was found and what
 to do. What was checked is recorded in ``download.json`` beside the files (see
 :func:`read_manifest`). A later run keeps a recorded file after checking its size and, again,
-its content (cheap: nothing is rehashed), and fetches it again if either fails;
-:func:`check_download` confirms a directory is whole before a model is loaded from it.
+its content (cheap for a model: nothing large is rehashed), and fetches it again if either
+fails; :func:`check_download` confirms a directory is whole before anything is read from it.
 A download that fails before it publishes any file removes the directory it created.
 """
 
@@ -45,10 +49,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping
 from email.message import Message
 from functools import partial
 from pathlib import Path
@@ -74,11 +80,12 @@ TIMEOUT_S = 60
 MAX_STALLED_ATTEMPTS = 3  # give up after this many attempts in a row that add no bytes
 # GPT-2's vocabulary is the same file for every size (computed from OpenAI's files). Hugging
 # Face's vocab.json and merges.txt and the weights have no sha256 here: we cannot compute them.
-KNOWN_SHA256 = {
+GPT2_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
 }
 CHECKS = ("size", "sha256", "md5", "content")  # what may be verified, in the manifest's order
+Check = Callable[[Path], None]  # raises ContentError unless a file holds what its name promises
 
 
 class DownloadError(OSError):
@@ -106,15 +113,21 @@ def gpt2_urls(size: str, fmt: str, base_url: str | None = None) -> dict[str, str
     variable ``SCRATCHGPT_BASE_URL``) replaces the scheme and host of each URL, keeping its
     path, for mirrors and tests: ``http://127.0.0.1:8000/gpt-2/models/124M/hparams.json``."""
     _check_choice(size, fmt)
-    base_url = base_url or os.environ.get(BASE_URL_ENV)
     urls = {}
     for file in FORMATS[fmt]:
         if fmt == "hf":
             url = HF_URL.format(repo=GPT2_SIZES[size], file=file)
         else:
             url = OPENAI_URL.format(size=size, file=file)
-        urls[file] = base_url.rstrip("/") + urlsplit(url).path if base_url else url
+        urls[file] = mirror_url(url, base_url)
     return urls
+
+
+def mirror_url(url: str, base_url: str | None = None) -> str:
+    """``url`` with its scheme and host replaced by ``base_url`` (default: the environment
+    variable ``SCRATCHGPT_BASE_URL``; neither: ``url`` unchanged), keeping its path."""
+    base_url = base_url or os.environ.get(BASE_URL_ENV)
+    return base_url.rstrip("/") + urlsplit(url).path if base_url else url
 
 
 def download_gpt2(
@@ -127,25 +140,61 @@ def download_gpt2(
     progress: bool = True,
 ) -> Path:
     """Fetch GPT-2 of ``size`` in format ``fmt`` into ``directory`` (default:
-    ``models_dir() / model_name(size, fmt)``) and return that directory.
-
-    With ``source_dir`` the files are copied from that local directory instead of the network
-    (all must be present). Files already downloaded and verified are kept once their size and
-    content check out again. If this fails before publishing any file, a ``directory`` it
-    created is removed again (only while empty: a ``.part`` to resume keeps it).
-    """
+    ``models_dir() / model_name(size, fmt)``) and return that directory (see
+    :func:`fetch_files`, which does the work, for ``source_dir``)."""
     urls = gpt2_urls(size, fmt, base_url)
     directory = Path(directory) if directory else models_dir() / model_name(size, fmt)
+    return fetch_files(urls, directory, source_dir=source_dir, sha256=GPT2_SHA256,
+                       checks=GPT2_CHECKS, progress=progress)
+
+
+def fetch_files(
+    urls: Mapping[str, str],
+    directory: str | Path,
+    *,
+    source_dir: str | Path | None = None,
+    extract: Mapping[str, tuple[str, str]] | None = None,
+    sha256: Mapping[str, str] | None = None,
+    checks: Mapping[str, Check] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch each file of ``urls`` (``{file name: URL}``), in order, into ``directory`` and
+    return it: every download, GPT-2's and the datasets', goes through here.
+
+    With ``source_dir`` the files are copied from that local directory instead of the network
+    (all must be present). ``extract`` names files to take out of a zip fetched before them:
+    ``{file name: (archive's file name, member)}``. Each file is verified against what its
+    source states, its shipped ``sha256`` and its content check (``checks``), by file name, and
+    recorded in the manifest as soon as it is published. Files already recorded are kept once
+    their size and content check out again. If this fails before publishing any file, a
+    ``directory`` it created is removed again (only while empty: a ``.part`` to resume keeps it).
+    """
+    directory = Path(directory)
+    sha256, checks = sha256 or {}, checks or {}
+    sources: dict[str, Callable[..., dict[str, Any]]]  # file -> fetch(dest, sha256=, check=)
     if source_dir is not None:
         source_dir = Path(source_dir)
-        missing = [f for f in FORMATS[fmt] if not (source_dir / f).is_file()]
+        missing = [file for file in urls if not (source_dir / file).is_file()]
         if missing:
-            raise FileNotFoundError(f"{source_dir} lacks {', '.join(missing)} (the {fmt!r} "
-                                    f"layout needs {', '.join(FORMATS[fmt])})")
+            raise FileNotFoundError(f"{source_dir} lacks {', '.join(missing)} (expected "
+                                    f"{', '.join(urls)})")
+        sources = {file: partial(copy_file, source_dir / file, progress=progress)
+                   for file in urls}
+    else:
+        sources = {file: partial(download_file, url, progress=progress)
+                   for file, url in urls.items()}
+    for file, (archive, member) in (extract or {}).items():
+        sources[file] = partial(extract_file, directory / archive, member)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        _fetch_all(urls, directory, source_dir, progress)
+        manifest = read_manifest(directory)
+        for file, fetch in sources.items():
+            if _still_verified(directory / file, manifest, checks.get(file)):
+                continue
+            manifest[file] = fetch(directory / file, sha256=sha256.get(file),
+                                   check=checks.get(file))
+            _write_manifest(directory, manifest)
     except BaseException:  # Ctrl-C too
         if created:
             with contextlib.suppress(OSError):  # not empty: a file was published, or a .part
@@ -154,38 +203,34 @@ def download_gpt2(
     return directory
 
 
-def _fetch_all(
-    urls: dict[str, str], directory: Path, source_dir: Path | None, progress: bool
-) -> None:
-    """Fetch (or copy from ``source_dir``) each file of ``urls`` that ``directory`` lacks, in
-    order, recording each verified one in the manifest as soon as it is published."""
-    manifest = read_manifest(directory)
-    for file, url in urls.items():
-        dest = directory / file
-        recorded = manifest.get(file)
-        if dest.is_file() and recorded and dest.stat().st_size == recorded["size"]:
-            try:
-                check_content(dest, file)
-            except ContentError as err:
-                _log(f"{dest}: recorded as verified in {MANIFEST}, but {err}; fetching it again")
-                del manifest[file]
-                _write_manifest(directory, manifest)
-            else:
-                _log(f"{dest}: already downloaded ({recorded['size']:,} bytes)")
-                continue
-        elif dest.is_file():
+def _still_verified(dest: Path, manifest: dict[str, dict[str, Any]], check: Check | None) -> bool:
+    """Whether ``dest`` is recorded as verified in ``manifest`` and still has its recorded size
+    and passes its content ``check``; a recorded file that fails is dropped from the manifest."""
+    recorded = manifest.get(dest.name)
+    if not (dest.is_file() and recorded and dest.stat().st_size == recorded["size"]):
+        if dest.is_file():
             _log(f"{dest}: not recorded as verified in {MANIFEST}; fetching it again")
-        if source_dir is not None:
-            manifest[file] = copy_file(source_dir / file, dest, progress=progress)
-        else:
-            manifest[file] = download_file(url, dest, progress=progress)
-        _write_manifest(directory, manifest)
+        return False
+    try:
+        if check is not None:
+            check(dest)
+    except ContentError as err:
+        _log(f"{dest}: recorded as verified in {MANIFEST}, but {err}; fetching it again")
+        del manifest[dest.name]
+        _write_manifest(dest.parent, manifest)
+        return False
+    _log(f"{dest}: already downloaded ({recorded['size']:,} bytes)")
+    return True
 
 
-def download_file(url: str, dest: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def download_file(
+    url: str, dest: str | Path, *, sha256: str | None = None, check: Check | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming a ``.part`` left by an
-    interrupted run, and verify it (see the module docstring). Returns the manifest record
-    ``{"url", "size", "sha256", "verified"}``. Raises :class:`DownloadError`."""
+    interrupted run, and verify it (see the module docstring) with the ``sha256`` we ship for
+    it and its content ``check``, if any. Returns the manifest record ``{"url", "size",
+    "sha256", "verified"}``. Raises :class:`DownloadError`."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     stated: dict[str, Any] = {}  # what the server said about the whole file
@@ -202,7 +247,7 @@ def download_file(url: str, dest: str | Path, *, progress: bool = True) -> dict[
             raise DownloadError(f"{url}: the connection keeps closing early ({have:,} of "
                                 f"{stated['size']:,} bytes received); try again later")
         _log(f"{url}: connection closed at {part.stat().st_size:,} bytes; resuming")
-    return _verify_and_publish(url, part, dest, stated,
+    return _verify_and_publish(url, part, dest, stated, sha256=sha256, check=check,
                                remedy="the bad file was deleted, run the download again")
 
 
@@ -259,9 +304,13 @@ def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) ->
     return part.stat().st_size >= total
 
 
-def copy_file(source: Path, dest: Path, *, progress: bool = True) -> dict[str, Any]:
+def copy_file(
+    source: Path, dest: Path, *, sha256: str | None = None, check: Check | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Copy a local file through ``dest.part``, verify it (nothing states its size or checksum:
-    only a shipped sha256 and its content can be checked) and return its manifest record."""
+    only a shipped ``sha256`` and its content ``check`` can be checked) and return its manifest
+    record."""
     part = dest.with_name(dest.name + ".part")
     size = source.stat().st_size
     with source.open("rb") as src, part.open("wb") as out, progress_bar(
@@ -271,29 +320,48 @@ def copy_file(source: Path, dest: Path, *, progress: bool = True) -> dict[str, A
         while chunk := src.read(CHUNK):
             out.write(chunk)
             bar.update(len(chunk))
-    return _verify_and_publish(str(source), part, dest, {}, remedy=(
+    return _verify_and_publish(str(source), part, dest, {}, sha256=sha256, check=check, remedy=(
         f"the copy was deleted; replace {source} with a good copy, or download without --from"))
 
 
-def _verify_and_publish(
-    source: str, part: Path, dest: Path, stated: dict[str, Any], *, remedy: str
+def extract_file(
+    archive: Path, member: str, dest: Path, *, sha256: str | None = None,
+    check: Check | None = None,
 ) -> dict[str, Any]:
-    """Check ``part`` against what was ``stated`` about it, the sha256 we ship for its name and
-    its content (see the module docstring). Rename it to ``dest`` if it passes, else delete it
-    and raise :class:`DownloadError` naming the file, what was expected, what was found, and
-    ``remedy``. The manifest record lists exactly the checks made."""
-    expected = [(check, stated[check]) for check in ("size", "sha256", "md5") if check in stated]
-    if dest.name in KNOWN_SHA256:
-        expected.append(("sha256", KNOWN_SHA256[dest.name]))
+    """Extract ``member`` of the zip ``archive`` through ``dest.part``, verify it against the
+    size the archive states (zip checks each member's CRC-32 as it reads it), the ``sha256`` we
+    ship and its content ``check``, and return its manifest record. The archive's own content
+    check is what makes sure it is readable and holds ``member``."""
+    part = dest.with_name(dest.name + ".part")
+    with zipfile.ZipFile(archive) as zip_file, zip_file.open(member) as src, \
+            part.open("wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
+        stated = {"size": zip_file.getinfo(member).file_size}
+    return _verify_and_publish(f"{archive}/{member}", part, dest, stated, sha256=sha256,
+                               check=check, remedy=f"the extracted file was deleted; delete "
+                               f"{archive} and run the download again")
+
+
+def _verify_and_publish(
+    source: str, part: Path, dest: Path, stated: dict[str, Any], *, sha256: str | None,
+    check: Check | None, remedy: str,
+) -> dict[str, Any]:
+    """Check ``part`` against what was ``stated`` about it, the ``sha256`` we ship for it and
+    its content ``check`` (see the module docstring). Rename it to ``dest`` if it passes, else
+    delete it and raise :class:`DownloadError` naming the file, what was expected, what was
+    found, and ``remedy``. The manifest record lists exactly the checks made."""
+    expected = [(name, stated[name]) for name in ("size", "sha256", "md5") if name in stated]
+    if sha256 is not None:
+        expected.append(("sha256", sha256))
     actual: dict[str, Any] = {"size": part.stat().st_size}
     if actual["size"] == stated.get("size", actual["size"]):  # a wrong size needs no hashing
         actual.update(_hash_file(part))
-    problem = next((f"expected {check} {value}, got {actual.get(check)}"
-                    for check, value in expected if actual.get(check) != value), None)
-    checked = {check for check, _ in expected}
-    if problem is None and dest.name in CONTENT_CHECKS:
+    problem = next((f"expected {name} {value}, got {actual.get(name)}"
+                    for name, value in expected if actual.get(name) != value), None)
+    checked = {name for name, _ in expected}
+    if problem is None and check is not None:
         try:
-            check_content(part, dest.name)
+            check(part)
         except ContentError as err:
             problem = str(err)
         checked.add("content")
@@ -302,7 +370,7 @@ def _verify_and_publish(
         raise DownloadError(f"{dest.name} from {source} failed verification: {problem}; "
                             f"{remedy}")
     part.replace(dest)
-    verified = [check for check in CHECKS if check in checked]
+    verified = [name for name in CHECKS if name in checked]
     _log(f"{dest}: {actual['size']:,} bytes, verified: {', '.join(verified) or 'nothing'}")
     return {"url": source, "size": actual["size"], "sha256": actual["sha256"],
             "verified": verified}
@@ -320,15 +388,6 @@ def _hash_file(path: Path) -> dict[str, str]:
 # -- what a file holds ----------------------------------------------------------------------------
 GPT2_CONFIG_KEYS = ("n_embd", "n_layer", "n_positions", "vocab_size")  # what the weights need
 SAFETENSORS_MAX_HEADER = 100_000_000  # bytes; safetensors itself refuses a longer header
-
-
-def check_content(path: Path, name: str) -> None:
-    """Raise :class:`ContentError` unless ``path`` holds what a file called ``name`` should
-    (``CONTENT_CHECKS``; a name without a check passes). ``path`` may be ``name``'s ``.part``;
-    the files it is checked against are looked for beside it, under their own names. Cheap:
-    every check reads at most a header or a small file."""
-    if name in CONTENT_CHECKS:
-        CONTENT_CHECKS[name](path)
 
 
 def _check_json_object(path: Path, keys: tuple[str, ...] = ()) -> None:
@@ -437,9 +496,11 @@ def _check_not_empty(path: Path) -> None:
         raise ContentError("expected a non-empty file, found 0 bytes")
 
 
-# The check of each file by name. The TensorFlow data file is raw tensor bytes: nothing in it
-# can be checked on its own (its index's offsets are checked against it when it is loaded).
-CONTENT_CHECKS: dict[str, Callable[[Path], None]] = {
+# The check of each of GPT-2's files by name. Every check is cheap: it reads at most a header or
+# a small file. A check may read the files beside it under their own names (the weights read
+# config.json), so it can run on a ``.part``. The TensorFlow data file is raw tensor bytes:
+# nothing in it can be checked on its own (its index's offsets are checked when it is loaded).
+GPT2_CHECKS: dict[str, Check] = {
     "config.json": partial(_check_json_object, keys=GPT2_CONFIG_KEYS),
     "hparams.json": partial(_check_json_object, keys=("n_ctx", "n_embd", "n_head", "n_layer",
                                                       "n_vocab")),

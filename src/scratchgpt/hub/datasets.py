@@ -1,0 +1,156 @@
+"""The public datasets that fine-tuning reads, downloaded by the same resumable, verifying code
+as GPT-2's weights (:func:`.download.fetch_files`) into ``$SCRATCHGPT_CACHE/datasets/NAME``.
+
+* ``sms-spam``: the UCI SMS Spam Collection, a zip from which we extract ``SMSSpamCollection``
+  (one ``ham|spam<TAB>text`` line per message). Its sha256 is shipped here, so both the zip
+  (before it is kept) and the extracted file are checked against it.
+* ``spamassassin``: the SpamAssassin public corpus, five ``.tar.bz2`` groups of raw emails
+  (``easy_ham``, ``easy_ham_2``, ``hard_ham``, ``spam``, ``spam_2``). Apache publishes no
+  checksums and we ship none: each tarball is checked to be a bzip2 tar that reads to its end.
+
+Only fetching and checking live here; reading the messages is the loaders' job.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from scratchgpt.data.corpus import default_cache_dir
+from scratchgpt.hub.download import (
+    CHUNK,
+    Check,
+    ContentError,
+    check_download,
+    fetch_files,
+    mirror_url,
+    read_manifest,
+)
+
+UCI_URL = "https://archive.ics.uci.edu/static/public/228/"
+SPAMASSASSIN_URL = "https://spamassassin.apache.org/old/publiccorpus/"
+SMS_SPAM_ZIP = "sms+spam+collection.zip"
+SMS_SPAM_FILE = "SMSSpamCollection"
+# UCI's SMSSpamCollection v.1 (5,574 messages, 477,907 bytes), computed from the file in the zip.
+SMS_SPAM_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+SPAMASSASSIN_FILES = ("20030228_easy_ham.tar.bz2", "20030228_easy_ham_2.tar.bz2",
+                      "20030228_hard_ham.tar.bz2", "20030228_spam.tar.bz2",
+                      "20050311_spam_2.tar.bz2")
+
+
+def _check_zip(path: Path, member: str, sha256: str) -> None:
+    """A zip archive whose every member matches its CRC-32, holding ``member`` with the
+    ``sha256`` we ship: a zip that is readable but holds another file is refused as well."""
+    expected = f"expected a zip archive holding {member}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+            if broken is not None:
+                raise ContentError(f"{expected}, found member {broken} damaged (bad CRC-32)")
+            if member not in archive.namelist():
+                raise ContentError(f"{expected}, found only {', '.join(archive.namelist())}")
+            digest = hashlib.sha256(archive.read(member)).hexdigest()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise ContentError(f"{expected}, found a file zip cannot read ({err})") from None
+    if digest != sha256:
+        raise ContentError(f"{expected} with sha256 {sha256}, found sha256 {digest}")
+
+
+def _check_tar_bz2(path: Path) -> None:
+    """A bzip2-compressed tar archive of at least one file, read to the end of its stream (a
+    truncated or damaged one fails). It decompresses the whole file: about a second each."""
+    expected = "expected a bzip2-compressed tar archive"
+    try:
+        with bz2.open(path) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+            files = sum(member.isfile() for member in tar)
+            while stream.read(CHUNK):  # any bytes after the archive, to bzip2's end marker
+                pass
+    except (tarfile.TarError, EOFError, OSError) as err:  # bz2: OSError for bad data
+        raise ContentError(f"{expected}, found a file that cannot be read ({err})") from None
+    if not files:
+        raise ContentError(f"{expected}, found one holding no files")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A public dataset as its publisher ships it, and what we check in each of its files."""
+
+    urls: Mapping[str, str]  # {file name: the publisher's URL}, fetched in this order
+    reads: str | None  # what a loader reads: one file of the download, or None for the directory
+    extract: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # {file: (zip, member)}
+    sha256: Mapping[str, str] = field(default_factory=dict)  # the sha256 we ship, by file name
+    checks: Mapping[str, Check] = field(default_factory=dict)  # content checks, by file name
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """The files that must be downloaded whole before a loader reads the dataset."""
+        return (self.reads,) if self.reads else tuple(self.urls)
+
+
+DATASETS: dict[str, Dataset] = {
+    "sms-spam": Dataset(
+        urls={SMS_SPAM_ZIP: UCI_URL + SMS_SPAM_ZIP},
+        reads=SMS_SPAM_FILE,
+        extract={SMS_SPAM_FILE: (SMS_SPAM_ZIP, SMS_SPAM_FILE)},
+        sha256={SMS_SPAM_FILE: SMS_SPAM_SHA256},
+        checks={SMS_SPAM_ZIP: partial(_check_zip, member=SMS_SPAM_FILE,
+                                      sha256=SMS_SPAM_SHA256)},
+    ),
+    "spamassassin": Dataset(
+        urls={file: SPAMASSASSIN_URL + file for file in SPAMASSASSIN_FILES},
+        reads=None,
+        checks=dict.fromkeys(SPAMASSASSIN_FILES, _check_tar_bz2),
+    ),
+}
+
+
+def datasets_dir() -> Path:
+    """Where downloaded datasets live: ``$SCRATCHGPT_CACHE/datasets`` (``~/.cache/scratchgpt``)."""
+    return default_cache_dir() / "datasets"
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset called ``name``; ``ValueError`` listing the names if there is none."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def download_dataset(
+    name: str,
+    directory: str | Path | None = None,
+    *,
+    base_url: str | None = None,
+    source_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch dataset ``name`` into ``directory`` (default: ``datasets_dir() / name``), verify
+    and extract it, and return the directory. ``base_url`` and ``source_dir`` work as for
+    GPT-2 (:func:`.download.download_gpt2`): a mirror keeping each URL's path, or a local
+    directory holding the publisher's files under their own names."""
+    dataset = get_dataset(name)
+    urls = {file: mirror_url(url, base_url) for file, url in dataset.urls.items()}
+    return fetch_files(urls, Path(directory) if directory else datasets_dir() / name,
+                       source_dir=source_dir, extract=dataset.extract, sha256=dataset.sha256,
+                       checks=dataset.checks, progress=progress)
+
+
+def find_dataset(name: str) -> Path:
+    """What a loader reads of the downloaded dataset ``name``: the ``SMSSpamCollection`` file,
+    the directory of SpamAssassin tarballs. ``FileNotFoundError`` with the command to run if it
+    has not been downloaded (or not completely: each needed file's size is checked)."""
+    dataset = get_dataset(name)
+    directory = datasets_dir() / name
+    command = f"scratchgpt download {name}"
+    if not read_manifest(directory):
+        raise FileNotFoundError(f"{name} has not been downloaded; run: {command} (looked in "
+                                f"{directory})")
+    check_download(directory, dataset.needed, command=command)
+    return directory / dataset.reads if dataset.reads else directory
