@@ -8,6 +8,10 @@
     scratchgpt download gpt2 --size 124M         fetch OpenAI's GPT-2 (Hugging Face's copy)
     scratchgpt generate --model gpt2-124M --prompt "Every effort moves you"
     scratchgpt export RUN_DIR --format hf --out DIR   for transformers and the hub
+    scratchgpt download sms-spam                 the SMS Spam Collection
+    scratchgpt finetune classify --data sms-spam --model gpt2-124M --out runs/spam
+    scratchgpt classify --model runs/spam "WINNER! Claim your prize now"
+    scratchgpt evaluate classify --model runs/spam --data messages.csv
 """
 
 from __future__ import annotations
@@ -84,8 +88,10 @@ def _add_encoding_errors_flag(parser: argparse.ArgumentParser) -> None:
                              "read them as U+FFFD")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) -> None:
-    """One flag per field of the dataclass ``cls`` (``--batch-size`` for ``batch_size``).
+def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type,
+                      defaults: dict[str, object] | None = None) -> None:
+    """One flag per field of the dataclass ``cls`` (``--batch-size`` for ``batch_size``);
+    ``defaults`` are the command's own where they differ from the class's.
 
     Defaults are None so that only flags given on the command line override the config file.
     """
@@ -93,8 +99,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) 
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
-        if field.default is not None:
-            help_text += f" (default: {field.default})"
+        default = (defaults or {}).get(field.name, field.default)
+        if default is not None:
+            help_text += f" (default: {default})"
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         dest = f"{section}.{field.name}"
         if "bool" in kind:
@@ -106,23 +113,87 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type) 
                                metavar=field.name.upper(), help=help_text)
 
 
-def _pretrain(args: argparse.Namespace) -> int:
-    from scratchgpt.pretraining import default_run_dir, load_config, pretrain
-
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The settings given as flags, by section: ``--lr 0.1`` is ``{"train": {"lr": 0.1}}``."""
     overrides: dict[str, dict[str, object]] = {}
     for key, value in vars(args).items():
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             overrides.setdefault(section, {})[name] = value
-    run_dir = Path(args.out) if args.out else default_run_dir()
-    config_file = args.config
-    if args.resume and config_file is None:
-        config_file = run_dir / "config.toml"
-    config = load_config(config_file, overrides)
-    result = pretrain(config, run_dir, resume=args.resume)
+    return overrides
+
+
+def _run_paths(args: argparse.Namespace, default: Path) -> tuple[Path, Path | None]:
+    """The run directory, and the settings file: ``--config``, or on ``--resume`` the run's."""
+    run_dir = Path(args.out) if args.out else default
+    if args.resume and args.config is None:
+        return run_dir, run_dir / "config.toml"
+    return run_dir, Path(args.config) if args.config else None
+
+
+def _finished(run_dir: Path, interrupted: bool) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the first process
         print(f"run directory: {run_dir}", file=sys.stderr)
-    return 130 if result.interrupted else 0
+    return 130 if interrupted else 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from scratchgpt.pretraining import default_run_dir, load_config, pretrain
+
+    run_dir, config_file = _run_paths(args, default_run_dir())
+    config = load_config(config_file, _overrides(args))
+    return _finished(run_dir, pretrain(config, run_dir, resume=args.resume).interrupted)
+
+
+def _finetune_classify(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from scratchgpt.finetune.classification import finetune_classifier, load_classify_config
+
+    default = Path("runs") / datetime.now().strftime("classify-%Y%m%d-%H%M%S")
+    run_dir, config_file = _run_paths(args, default)
+    config = load_classify_config(config_file, _overrides(args))
+    return _finished(run_dir,
+                     finetune_classifier(config, run_dir, resume=args.resume).interrupted)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import json
+
+    from scratchgpt.classify import Classifier, read_texts
+
+    texts = read_texts(Path(args.file)) if args.file else args.texts
+    if not texts:
+        raise ValueError("nothing to classify: give TEXT arguments or --file FILE")
+    classifier = Classifier.from_run(args.model)
+    for text, prediction in zip(texts, classifier.predict(texts, args.threshold), strict=True):
+        if args.json:
+            print(json.dumps({"label": prediction.label,
+                              "probabilities": prediction.probabilities}))
+        else:
+            p = prediction.probabilities[prediction.label]
+            print(f"{prediction.label}\t{p:.3f}\t{' '.join(text.split())[:70]}")
+    return 0
+
+
+def _evaluate_classify(args: argparse.Namespace) -> int:
+    import json
+
+    from scratchgpt.classify import Classifier
+    from scratchgpt.evaluation.report import evaluate_labelled, write_report
+    from scratchgpt.finetune.classification import ClassifyData, read_labelled
+
+    data = read_labelled(ClassifyData(data=args.data, text_field=args.text_field,
+                                      label_field=args.label_field))
+    evaluation = evaluate_labelled(Classifier.from_run(args.model), data,
+                                   threshold=args.threshold)
+    if args.out:
+        write_report(evaluation, Path(args.out))
+    if args.json:
+        print(json.dumps(evaluation.metrics, indent=2))
+    else:
+        print(evaluation.summary())
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -267,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(pre, "train", TrainConfig)
     pre.set_defaults(func=_pretrain)
 
+    _add_finetune(commands)
+    _add_classify(commands)
+    _add_evaluate(commands)
+
     gen = _add_command(
         commands, "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
@@ -338,6 +413,97 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the directory to write (created if missing)")
     export.set_defaults(func=_export)
     return parser
+
+
+def _add_finetune(commands: argparse._SubParsersAction) -> None:
+    from scratchgpt.finetune.classification import TRAIN_DEFAULTS, ClassifyData, ClassifyModel
+
+    finetune = commands.add_parser(
+        "finetune", help="teach a pretrained GPT a task (classify)",
+        description="Fine-tune a language model: `classify` puts a class head on it and "
+                    "trains it on labelled texts.")
+    tasks = finetune.add_subparsers(dest="task", required=True, metavar="TASK")
+    classify = _add_command(
+        tasks, "classify", help="a text classifier, such as a spam filter (the book's ch. 6)",
+        description="Fine-tune a GPT into a classifier on labelled texts: a stratified, seeded "
+                    "train/validation/test split is saved in the run directory, the chosen "
+                    "weights train with the same loop as pretraining (checkpoints, --resume, "
+                    "Ctrl-C), and the best checkpoint is tested at the end (eval.json, "
+                    "confusion.png, errors.jsonl).",
+        examples=["scratchgpt finetune classify --data sms-spam --model gpt2-124M --balance "
+                  "--out runs/spam",
+                  "scratchgpt finetune classify --data sms-spam --model runs/first "
+                  "--train all --epochs 3 --out runs/spam-small",
+                  "scratchgpt finetune classify --data reviews.csv --text-field review "
+                  "--label-field stars --model preset:micro --train lora --out runs/stars"],
+    )
+    classify.add_argument("--config", metavar="FILE.toml",
+                          help="settings file (flags override it)")
+    classify.add_argument("--out", metavar="RUN_DIR",
+                          help="run directory (default: runs/classify-TIME)")
+    classify.add_argument("--resume", action="store_true",
+                          help="continue the run in --out from its latest checkpoint")
+    _add_config_flags(classify, "data", ClassifyData)
+    _add_config_flags(classify, "model", ClassifyModel)
+    _add_config_flags(classify, "train", TrainConfig, TRAIN_DEFAULTS)
+    classify.set_defaults(func=_finetune_classify, command="finetune classify")
+
+
+def _add_classify(commands: argparse._SubParsersAction) -> None:
+    classify = _add_command(
+        commands, "classify", help="label texts with a fine-tuned classifier",
+        description="Print the label of each text (and its probability), or with --json one "
+                    "object per line: {\"label\": ..., \"probabilities\": {label: p, ...}}.",
+        examples=["scratchgpt classify --model runs/spam \"WINNER! Claim your prize now\"",
+                  "scratchgpt classify --model runs/spam --file inbox.mbox --json",
+                  "scratchgpt classify --model runs/spam --file messages.txt --threshold 0.9"],
+    )
+    classify.add_argument("--model", required=True, metavar="RUN_DIR",
+                          help="a run directory of `scratchgpt finetune classify`")
+    classify.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    classify.add_argument("--file", metavar="FILE",
+                          help="classify the texts in FILE: one per line, or an email (.eml) "
+                               "or a mailbox (.mbox, one text per message)")
+    classify.add_argument("--json", action="store_true",
+                          help="one JSON object per text: label and the probability of each class")
+    classify.add_argument("--threshold", type=float, metavar="P",
+                          help="two classes only: pick the second label (spam of ham, spam) "
+                               "when its probability is at least P (default: the likelier "
+                               "class); higher P, fewer good messages flagged")
+    classify.set_defaults(func=_classify)
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="measure a fine-tuned model on labelled data (classify)",
+        description="Evaluate a model: `classify` measures a classifier on labelled texts.")
+    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
+    classify = _add_command(
+        tasks, "classify", help="accuracy, precision, recall, F1, ROC-AUC, confusion matrix",
+        description="Classify labelled texts with a fine-tuned classifier and report how it "
+                    "did: accuracy; precision, recall and F1 per class and macro; ROC-AUC for "
+                    "two classes; the confusion matrix.",
+        examples=["scratchgpt evaluate classify --model runs/spam --data sms-spam",
+                  "scratchgpt evaluate classify --model runs/spam --data mail.jsonl --json",
+                  "scratchgpt evaluate classify --model runs/spam --data spamassassin "
+                  "--out runs/spam/spamassassin"],
+    )
+    classify.add_argument("--model", required=True, metavar="RUN_DIR",
+                          help="a run directory of `scratchgpt finetune classify`")
+    classify.add_argument("--data", required=True, metavar="PATH",
+                          help="labelled texts: sms-spam, spamassassin (downloaded), or a file "
+                               "or directory as `finetune classify --data` takes")
+    classify.add_argument("--text-field", metavar="F",
+                          help="the text column of a .csv, .tsv or .jsonl file (default: text)")
+    classify.add_argument("--label-field", metavar="F",
+                          help="the label column of a .csv, .tsv or .jsonl file (default: label)")
+    classify.add_argument("--threshold", type=float, metavar="P",
+                          help="two classes only: as `scratchgpt classify --threshold`")
+    classify.add_argument("--json", action="store_true",
+                          help="print the metrics as JSON: the same object as eval.json")
+    classify.add_argument("--out", metavar="DIR",
+                          help="also write eval.json, confusion.png and errors.jsonl here")
+    classify.set_defaults(func=_evaluate_classify, command="evaluate classify")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

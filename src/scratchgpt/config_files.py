@@ -1,7 +1,8 @@
 """Reading and writing run configurations as TOML.
 
 A configuration is a few tables (``[data]``, ``[model]``, ``[train]``) of plain values, so
-the writer only needs strings, numbers and booleans. Reading uses the standard library.
+the writer only needs strings, numbers, booleans and lists of them. Reading uses the
+standard library.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def _value(value: Any) -> str:
         return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
 
 

@@ -27,7 +27,13 @@ from scratchgpt.config import PRESETS, ModelConfig, get_preset
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.data.corpus import Corpus, default_cache_dir
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import HEAD, LANGUAGE_MODEL_HEAD, MODEL_TABLES, RESOLVED_MODEL
+from scratchgpt.run_dir import (
+    HEAD,
+    LANGUAGE_MODEL_HEAD,
+    MODEL_TABLES,
+    RESOLVED_MODEL,
+    TOKENIZER_FILE,
+)
 from scratchgpt.settings import (
     FRACTION,
     NON_NEGATIVE,
@@ -169,12 +175,15 @@ class PretrainJob:
     def train(self) -> TrainConfig:
         return self.config.train
 
-    def setup(self, process: distributed.ProcessInfo, tokenizer: Tokenizer | None) -> Setup:
+    def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         """Read and tokenize the corpus (once: the token file is cached), split it, and build
         the model and the task."""
         data, train = self.config.data, self.config.train
         corpus = load_corpus(data.data, encoding_errors=data.encoding_errors)
-        tokenizer = tokenizer or corpus_tokenizer(data, corpus, process, self.cache_dir)
+        if resume_dir is not None:
+            tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
+        else:
+            tokenizer = corpus_tokenizer(data, corpus, process, self.cache_dir)
         model_config = self.config.model.resolve(tokenizer.vocab_size)
         if process.is_main:
             tokenize_corpus(corpus, tokenizer, cache_dir=self.cache_dir, workers=data.workers,

@@ -10,16 +10,22 @@
         samples.txt       text generated at each evaluation
         loss.png          training and validation loss against tokens seen
         checkpoints/      step-NNNNNNNN/ and best/ (see scratchgpt.training.checkpoints)
+        split/            a fine-tuning's data split (see scratchgpt.data.splits)
+        eval.json, confusion.png, errors.jsonl   a classifier's test (scratchgpt.evaluation)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import dump_toml, load_toml
-from scratchgpt.model import GPTModel
+from scratchgpt.model import GPTClassifier, GPTModel
+from scratchgpt.model.lora import apply_lora, merge_lora
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training.checkpoints import latest_checkpoint, load_checkpoint, load_weights
 
@@ -30,6 +36,7 @@ HEAD = "head"
 LANGUAGE_MODEL_HEAD = {"kind": "language_model"}  # next-token logits (runs older than [head])
 MODEL_TABLES = (RESOLVED_MODEL, HEAD)
 CHECKPOINTS = "checkpoints"
+SPLIT_DIR = "split"  # a fine-tuning's train/val/test texts (scratchgpt.data.splits)
 
 
 def model_tables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -52,11 +59,14 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         raise FileNotFoundError(f"--resume: {run_dir} holds no run ({CONFIG_FILE} is missing)")
 
 
-def start_run_dir(run_dir: Path, tokenizer: Tokenizer, tables: dict[str, dict[str, Any]]) -> None:
-    """Create the run directory: the tokenizer, then ``config.toml`` (written last, whole or
-    not at all: its presence is what marks a run)."""
+def start_run_dir(run_dir: Path, tokenizer: Tokenizer, tables: dict[str, dict[str, Any]],
+                  write: Callable[[Path], None] | None = None) -> None:
+    """Create the run directory: the tokenizer, what ``write`` writes (a fine-tuning's data
+    split), then ``config.toml`` (last, whole or not at all: its presence marks a run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / TOKENIZER_FILE)
+    if write is not None:
+        write(run_dir)
     temporary = run_dir / f".{CONFIG_FILE}.tmp"
     temporary.write_text(dump_toml(tables), encoding="utf-8")
     temporary.replace(run_dir / CONFIG_FILE)
@@ -66,20 +76,39 @@ def is_run_dir(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / CHECKPOINTS).is_dir()
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[GPTModel, Tokenizer]:
-    """The model and tokenizer of a run: its ``best`` checkpoint, or ``latest``, or a
-    ``step-NNNNNNNN`` directory name."""
+def build_model(tables: dict[str, Any], source: str) -> nn.Module:
+    """The model a run's ``config.toml`` tables describe, with fresh weights: a
+    :class:`GPTModel` (``[head] kind = "language_model"``), or a :class:`GPTClassifier` for
+    ``kind = "classifier"``, with the LoRA adapters it trained where it trained them."""
+    tables = model_tables(tables)
+    config = ModelConfig.from_dict(tables[RESOLVED_MODEL], f"{source} [{RESOLVED_MODEL}]")
+    head = tables[HEAD]
+    if head.get("kind") == "language_model":
+        return GPTModel(config)
+    if head.get("kind") == "classifier":
+        model = GPTClassifier(config, len(head["labels"]), head["pooling"])
+        if head["trainable"] == "lora":
+            apply_lora(model.backbone, head["lora_rank"], head["lora_alpha"],
+                       head["lora_dropout"])
+        return model
+    raise ValueError(f"{source} [{HEAD}]: unknown kind {head.get('kind')!r}; expected "
+                     "language_model or classifier")
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Module, Tokenizer]:
+    """The model (in eval mode, LoRA adapters merged) and tokenizer of a run: its ``best``
+    checkpoint, or ``latest``, or a ``step-NNNNNNNN`` directory name. The model is a
+    :class:`GPTModel` or, for a classifier run, a :class:`GPTClassifier`."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a run directory ({CONFIG_FILE} and "
                                 f"{CHECKPOINTS}/ expected)")
-    config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL],
-                                   f"{run_dir / CONFIG_FILE} [{RESOLVED_MODEL}]")
+    model = build_model(load_toml(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE))
     path = run_dir / CHECKPOINTS / checkpoint
     if checkpoint == "latest" or (checkpoint == "best" and not path.exists()):
         path = latest_checkpoint(run_dir / CHECKPOINTS)
     if path is None or not path.exists():
         raise FileNotFoundError(f"{run_dir} has no checkpoint {checkpoint!r} yet")
-    model = GPTModel(config)
     load_weights(model, load_checkpoint(path).weights, path)
+    merge_lora(model)
     return model.eval(), Tokenizer.load(run_dir / TOKENIZER_FILE)

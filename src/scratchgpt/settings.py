@@ -195,11 +195,16 @@ def flag_name(field_name: str) -> str:
 
 def load_sections(sections: Mapping[str, type], path: str | Path | None,
                   overrides: Mapping[str, Mapping[str, Any]],
-                  ignore: Collection[str] = ()) -> dict[str, Any]:
-    """One settings object per ``[section]``: the defaults, then the TOML file at ``path`` (if
+                  ignore: Collection[str] = (),
+                  defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """One settings object per ``[section]``: the classes' defaults, then ``defaults`` (a
+    command's own, such as fine-tuning's learning rate), then the TOML file at ``path`` (if
     any), then ``overrides`` (the command line's flags, named as flags in errors). Tables in
     ``ignore`` (what a run directory's config.toml adds about the model) are skipped."""
     tables: dict[str, Any] = load_toml(path) if path else {}
+    for name, values in (defaults or {}).items():
+        if isinstance(tables.get(name, {}), dict):
+            tables[name] = {**values, **tables.get(name, {})}
     source = str(path or "command line")
     unknown = sorted(set(tables) - {*sections, *ignore})
     if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 
@@ -81,3 +82,11 @@ class ShuffledBatches:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def evaluation_batches(dataset: BatchDataset, count: int, batch_size: int) -> list[torch.Tensor]:
+    """``count`` example indices spread evenly over ``dataset``, in batches: the same ones at
+    every evaluation, so that the numbers of two evaluations compare."""
+    total = min(len(dataset), count)
+    indices = np.linspace(0, len(dataset) - 1, total).round().astype(np.int64)
+    return list(torch.from_numpy(indices).split(batch_size))

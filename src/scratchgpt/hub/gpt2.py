@@ -57,7 +57,11 @@ def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
     downloaded name, a Hugging Face or OpenAI directory, or a run directory (listed above)."""
     directory = resolve_model(spec)
     if is_run_dir(directory):
-        return load_run(directory)
+        model, tokenizer = load_run(directory)
+        if not isinstance(model, GPTModel):
+            raise ValueError(f"{directory} is a classifier run, not a language model: use it "
+                             f"with `scratchgpt classify --model {directory}`")
+        return model, tokenizer
     if (directory / "config.json").is_file():
         model = load_hf_model(directory)
     elif (directory / "hparams.json").is_file():

@@ -32,6 +32,8 @@ class TrainConfig:
     min_lr: float | None = knob(None, "floor the cosine decays to, at most --lr (default: a "
                                       "tenth of --lr)", NON_NEGATIVE)
     warmup_steps: int = knob(50, "steps of linear warmup", NON_NEGATIVE)
+    schedule: str = knob("cosine", "after warmup, cosine: decay to --min-lr; constant: hold --lr",
+                         OneOf(("cosine", "constant")))
     weight_decay: float = knob(0.1, "decoupled weight decay (matrices)", NON_NEGATIVE)
     beta1: float = knob(0.9, "Adam(W) first-moment decay", DECAY)
     beta2: float = knob(0.95, "Adam(W) second-moment decay", DECAY)

@@ -55,6 +55,11 @@ def mean_across_ranks(value: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
     return value / info.world_size
 
 
+def is_main_process() -> bool:
+    """Whether this is the first process of a ``torchrun`` launch, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def barrier(info: ProcessInfo) -> None:
     if info.distributed:
         dist.barrier()

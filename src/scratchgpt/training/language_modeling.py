@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.data.batches import ShuffledBatches
+from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
 from scratchgpt.data.windows import TokenWindows
 from scratchgpt.generation import generate_text
 from scratchgpt.tokenizers.base import Tokenizer
@@ -21,14 +21,6 @@ def next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     inputs, targets = batch
     logits = model(inputs)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
-def _fixed_batches(windows: TokenWindows, count: int, batch_size: int) -> list[torch.Tensor]:
-    """``count`` window indices spread evenly over ``windows``, in batches: the same ones at
-    every evaluation."""
-    total = min(len(windows), count)
-    indices = np.linspace(0, len(windows) - 1, total).round().astype(np.int64)
-    return list(torch.from_numpy(indices).split(batch_size))
 
 
 class LanguageModelingTask:
@@ -71,8 +63,8 @@ class LanguageModelingTask:
         self.sample_top_k = sample_top_k
         eval_windows = eval_windows or eval_batches * batch_size
         self.eval_sets = {
-            "train": _fixed_batches(self.train_windows, eval_windows, batch_size),
-            "val": _fixed_batches(self.val_windows, eval_windows, batch_size),
+            "train": evaluation_batches(self.train_windows, eval_windows, batch_size),
+            "val": evaluation_batches(self.val_windows, eval_windows, batch_size),
         }
 
     def train_stream(self, rank: int, world_size: int) -> ShuffledBatches:

@@ -6,10 +6,10 @@ for all of them:
 
 1. check the device and the run directory before anything is built,
 2. start the processes of a ``torchrun`` launch (or just this one),
-3. let the job build everything (on ``--resume``, with the run's own tokenizer), and check a
-   resumed run's model is the one it trained,
-4. write the run directory (``tokenizer.json``, then ``config.toml``) only once the run can
-   start, so a bad setting or a bad file leaves nothing behind,
+3. let the job build everything (on ``--resume``, from what the run directory holds), and
+   check a resumed run's model is the one it trained,
+4. write the run directory (``tokenizer.json``, the job's own files, then ``config.toml``)
+   only once the run can start, so a bad setting or a bad file leaves nothing behind,
 5. resume from the newest checkpoint, or start over if there is none, and say which,
 6. train, and on Ctrl-C say how to continue.
 """
@@ -17,6 +17,7 @@ for all of them:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +28,6 @@ from scratchgpt.config_files import load_toml
 from scratchgpt.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
-    TOKENIZER_FILE,
     check_run_dir,
     model_tables,
     start_run_dir,
@@ -46,6 +46,7 @@ class Setup:
     task: Task
     tokenizer: Tokenizer
     tables: dict[str, dict[str, Any]]  # config.toml: the settings, and the model's tables
+    write: Callable[[Path], None] | None = None  # writes the job's own files into a new run
 
 
 class Job(Protocol):
@@ -54,8 +55,9 @@ class Job(Protocol):
     command: str  # how a user runs it, for messages: "pretrain", "finetune classify"
     train: TrainConfig
 
-    def setup(self, process: distributed.ProcessInfo, tokenizer: Tokenizer | None) -> Setup:
-        """Build everything; ``tokenizer`` is the run's own when resuming, else None."""
+    def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
+        """Build everything; when resuming, ``resume_dir`` is the run directory, whose
+        tokenizer (and any file of the job's) must be used again."""
         ...
 
 
@@ -84,14 +86,13 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
     check_run_dir(run_dir, resume)
     process = distributed.init_distributed(device.type)
     try:
-        saved_tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE) if resume else None
-        setup = job.setup(process, saved_tokenizer)
+        setup = job.setup(process, run_dir if resume else None)
         if resume:
             check_same_model(load_toml(run_dir / CONFIG_FILE), setup.tables, run_dir)
         trainer = Trainer(setup.model, setup.task, job.train, run_dir, process=process,
                           show_progress=show_progress)
         if process.is_main and not resume:  # the run can start: only now is anything written
-            start_run_dir(run_dir, setup.tokenizer, setup.tables)
+            start_run_dir(run_dir, setup.tokenizer, setup.tables, setup.write)
         distributed.barrier(process)
         if resume:
             checkpoint = trainer.resume_latest()

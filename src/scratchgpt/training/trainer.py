@@ -253,7 +253,8 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def _lr(self) -> float:
         c = self.config
-        return lr_at(self.step, max_lr=c.lr, min_lr=c.min_lr, warmup_steps=c.warmup_steps,
+        floor = c.lr if c.schedule == "constant" else c.min_lr
+        return lr_at(self.step, max_lr=c.lr, min_lr=floor, warmup_steps=c.warmup_steps,
                      max_steps=c.max_steps)
 
     def train_step(self) -> torch.Tensor:

@@ -1,0 +1,288 @@
+"""``scratchgpt finetune classify``: a GPT taught to sort texts into classes (chapter 6).
+
+The steps, each a library call of its own:
+
+1. read labelled texts (:mod:`scratchgpt.data.labelled`: the SMS Spam Collection, the
+   SpamAssassin corpus, or any CSV, TSV or JSONL file),
+2. split them, stratified and seeded, into train, validation and test, with no text in two
+   splits (:mod:`scratchgpt.data.splits`); the split is saved in the run directory,
+3. start from a language model (:mod:`.init_from`) and put a class head on it in place of its
+   vocabulary head (:class:`~scratchgpt.model.classifier.GPTClassifier`),
+4. choose which weights train (:mod:`scratchgpt.model.trainable`: the head, the last blocks,
+   all of them, or LoRA adapters),
+5. train with the same :class:`~scratchgpt.training.trainer.Trainer` as pretraining, on the
+   :class:`ClassificationTask` (cross-entropy over the classes), through
+   :func:`~scratchgpt.training.runner.run_job`,
+6. evaluate the best checkpoint on the test split (:mod:`scratchgpt.evaluation.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.config_files import load_toml
+from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
+from scratchgpt.data.labelled import LabelledTexts, load_labelled
+from scratchgpt.data.splits import Splits, load_splits, save_splits, split
+from scratchgpt.data.text_batches import TokenizedTexts
+from scratchgpt.evaluation.report import evaluate_run
+from scratchgpt.finetune.init_from import init_from
+from scratchgpt.hub.datasets import DATASETS, find_dataset
+from scratchgpt.model import GPTClassifier, GPTModel
+from scratchgpt.model.trainable import set_trainable
+from scratchgpt.run_dir import (
+    CONFIG_FILE,
+    HEAD,
+    MODEL_TABLES,
+    RESOLVED_MODEL,
+    SPLIT_DIR,
+    TOKENIZER_FILE,
+)
+from scratchgpt.settings import (
+    DECAY,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Matches,
+    OneOf,
+    SettingError,
+    check_settings,
+    knob,
+    load_sections,
+)
+from scratchgpt.tokenizers import Tokenizer
+from scratchgpt.training import distributed
+from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.runner import Setup, log, run_job
+from scratchgpt.training.trainer import Batch, FitResult
+
+TRAINABLE = Matches(r"head|last-block|last-blocks:\d+|all|lora",
+                    "head, last-block, last-blocks:N, all or lora")
+
+
+@dataclass
+class ClassifyData:
+    """Which labelled texts, how they are split, and how each is read."""
+
+    data: str = knob("sms-spam", "sms-spam or spamassassin (after `scratchgpt download NAME`), "
+                                 "or a labelled file or directory: the SMS collection or its "
+                                 ".zip, SpamAssassin .tar.bz2 groups, .csv, .tsv or .jsonl")
+    text_field: str | None = knob(None, "the text column of a .csv, .tsv or .jsonl file "
+                                        "(default: text)")
+    label_field: str | None = knob(None, "the label column of a .csv, .tsv or .jsonl file "
+                                         "(default: label)")
+    balance: bool = knob(False, "undersample every class to the size of the smallest (the "
+                                "book's choice); the test is also reported at the natural mix")
+    val_fraction: float = knob(0.1, "share of the texts held out for validation", FRACTION)
+    test_fraction: float = knob(0.2, "share of the texts held out for the final test", FRACTION)
+    epochs: float = knob(5, "passes over the training texts; sets --max-steps (0: train "
+                            "--max-steps steps instead)", NON_NEGATIVE)
+    truncate: str = knob("head", "head: keep the start of a text longer than --max-length; "
+                                 "tail: keep its end", OneOf(("head", "tail")))
+    max_length: int | None = knob(None, "tokens read of each text (default and most: the "
+                                        "model's context length)", POSITIVE)
+    class_weights: bool = knob(False, "weigh each class's loss by its inverse frequency "
+                                      "(for imbalanced data you do not --balance)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise SettingError("test_fraction", f"val_fraction + test_fraction must leave texts "
+                                                f"to train on, got {self.val_fraction} + "
+                                                f"{self.test_fraction}")
+
+
+@dataclass
+class ClassifyModel:
+    """What to start from, and which of its weights learn."""
+
+    model: str = knob("gpt2-124M", "what to fine-tune: a run directory of `scratchgpt "
+                                   "pretrain`, a downloaded GPT-2 (gpt2-124M, ...), or "
+                                   "preset:NAME for a fresh random model (the baseline)")
+    tokenizer: str = knob("bpe:2048", "with preset:NAME only: bpe:VOCAB_SIZE, trained on the "
+                                      "training texts, or a tokenizer SPEC")
+    train: str = knob("last-block", "which weights learn: head, last-block (the last "
+                                    "transformer block, final norm and head: the book's), "
+                                    "last-blocks:N, all, or lora (low-rank adapters)", TRAINABLE)
+    pooling: str = knob("last", "what the head reads: last (the last real token's state) or "
+                                "mean (the mean over the text's tokens)", OneOf(("last", "mean")))
+    lora_rank: int = knob(8, "rank of the LoRA adapters", POSITIVE)
+    lora_alpha: float = knob(16.0, "LoRA scaling: the update is alpha / rank x B A", POSITIVE)
+    lora_dropout: float = knob(0.0, "dropout on the LoRA adapters' input", DECAY)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+# The book's chapter-6 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-5, "schedule": "constant", "warmup_steps": 0, "batch_size": 8,
+    "weight_decay": 0.1, "eval_every": 50, "eval_batches": 10,
+}
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything ``scratchgpt finetune classify`` needs; saved as ``RUN_DIR/config.toml``."""
+
+    data: ClassifyData
+    model: ClassifyModel
+    train: TrainConfig
+
+    def to_tables(self) -> dict[str, dict[str, Any]]:
+        return {"data": asdict(self.data), "model": asdict(self.model), "train": asdict(self.train)}
+
+
+SECTIONS = {"data": ClassifyData, "model": ClassifyModel, "train": TrainConfig}
+
+
+def load_classify_config(path: str | Path | None,
+                         overrides: dict[str, dict[str, Any]]) -> ClassifyConfig:
+    """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
+    (if any), then ``overrides`` (the command line's flags)."""
+    return ClassifyConfig(**load_sections(SECTIONS, path, overrides, ignore=MODEL_TABLES,
+                                          defaults={"train": TRAIN_DEFAULTS}))
+
+
+def read_labelled(config: ClassifyData) -> LabelledTexts:
+    """The labelled texts ``config.data`` names: a shipped dataset from the download cache, or
+    a path."""
+    path = find_dataset(config.data) if config.data in DATASETS else config.data
+    return load_labelled(path, text_field=config.text_field, label_field=config.label_field)
+
+
+class ClassificationTask:
+    """Cross-entropy over the classes; loss and accuracy on fixed train and validation texts.
+
+    The best checkpoint is the one with the highest validation accuracy.
+    """
+
+    best_metric = "val_accuracy"
+    higher_is_better = True
+    progress_metrics = ("val_accuracy",)
+
+    def __init__(self, train: TokenizedTexts, val: TokenizedTexts, *, batch_size: int,
+                 eval_texts: int, seed: int, class_weights: torch.Tensor | None = None) -> None:
+        self.data = {"train": train, "val": val}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.class_weights = class_weights
+        self.eval_sets = {name: evaluation_batches(data, eval_texts, batch_size)
+                          for name, data in self.data.items()}
+
+    def train_stream(self, rank: int, world_size: int) -> ShuffledBatches:
+        return ShuffledBatches(self.data["train"], self.batch_size, seed=self.seed, rank=rank,
+                               world_size=world_size)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        inputs, lengths, labels = batch
+        weight = None if self.class_weights is None else self.class_weights.to(inputs.device)
+        return F.cross_entropy(model(inputs, lengths).float(), labels, weight=weight)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        metrics = {}
+        for name, data in self.data.items():
+            loss, correct, count = 0.0, 0, 0
+            for indices in self.eval_sets[name]:
+                inputs, lengths, labels = (t.to(device) for t in data.batch(indices))
+                logits = model(inputs, lengths).float()
+                loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                correct += int((logits.argmax(-1) == labels).sum())
+                count += len(labels)
+            metrics[f"{name}_loss"] = loss / count
+            metrics[f"{name}_accuracy"] = correct / count
+        return metrics
+
+    def sample(self, model: nn.Module) -> str | None:
+        return None
+
+
+def inverse_frequency(labels: list[int], num_classes: int) -> torch.Tensor:
+    """Class weights ``n / (num_classes * n_c)``: each class weighs as much in the loss."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float()
+    return len(labels) / (num_classes * counts.clamp(min=1))
+
+
+@dataclass
+class ClassifyJob:
+    """Fine-tuning a language model into a classifier (a :class:`~.runner.Job`)."""
+
+    config: ClassifyConfig
+    command = "finetune classify"
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
+
+    def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
+        data, choice, train = self.config.data, self.config.model, self.config.train
+        if resume_dir is not None:  # the run's own split, tokenizer and model shape
+            splits = load_splits(resume_dir / SPLIT_DIR)
+            tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
+            saved = load_toml(resume_dir / CONFIG_FILE)
+            gpt = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
+        else:
+            splits = split(read_labelled(data), seed=train.seed, balance=data.balance,
+                           fractions=(1 - data.val_fraction - data.test_fraction,
+                                      data.val_fraction, data.test_fraction))
+            torch.manual_seed(train.seed)  # a preset's random start is reproducible
+            gpt, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer,
+                                       texts=splits.train.texts)
+        if process.is_main:
+            log(splits.summary())
+        labels = splits.train.label_names
+        model = GPTClassifier.from_language_model(gpt, len(labels), choice.pooling)
+        summary = set_trainable(model, choice.train, lora_rank=choice.lora_rank,
+                                lora_alpha=choice.lora_alpha, lora_dropout=choice.lora_dropout)
+        if process.is_main:
+            log(str(summary))
+
+        context = gpt.config.context_length
+        max_length = min(data.max_length or context, context)
+        index = {label: i for i, label in enumerate(labels)}
+
+        def encode(part: LabelledTexts) -> TokenizedTexts:
+            return TokenizedTexts(part.texts, [index[label] for label in part.labels],
+                                  tokenizer, max_length, data.truncate)
+
+        train_texts, val_texts = encode(splits.train), encode(splits.val)
+        global_batch = train.batch_size * train.grad_accum_steps * process.world_size
+        if data.epochs > 0:
+            train.max_steps = max(1, math.ceil(data.epochs * len(train_texts) / global_batch))
+        weights = (inverse_frequency(train_texts.labels.tolist(), len(labels))
+                   if data.class_weights else None)
+        task = ClassificationTask(train_texts, val_texts, batch_size=train.batch_size,
+                                  eval_texts=train.eval_batches * global_batch, seed=train.seed,
+                                  class_weights=weights)
+        head = {"kind": "classifier", "labels": labels, "pooling": choice.pooling,
+                "trainable": choice.train, "lora_rank": choice.lora_rank,
+                "lora_alpha": choice.lora_alpha, "lora_dropout": choice.lora_dropout,
+                "max_length": max_length, "truncate": data.truncate}
+        tables = {**self.config.to_tables(), RESOLVED_MODEL: gpt.config.to_dict(), HEAD: head}
+        return Setup(model, task, tokenizer, tables,
+                     write=lambda run_dir: _save_split(splits, run_dir))
+
+
+def _save_split(splits: Splits, run_dir: Path) -> None:
+    save_splits(splits, run_dir / SPLIT_DIR)
+
+
+def finetune_classifier(config: ClassifyConfig, run_dir: Path, *, resume: bool = False,
+                        show_progress: bool = True) -> FitResult:
+    """Fine-tune (or, with ``resume``, continue) a classifier in ``run_dir``, then evaluate
+    its best checkpoint on the test split (``eval.json``, ``confusion.png``,
+    ``errors.jsonl``)."""
+    result = run_job(ClassifyJob(config), run_dir, resume=resume, show_progress=show_progress)
+    if not result.interrupted and distributed.is_main_process():
+        report = evaluate_run(run_dir)
+        log(report.summary())
+    return result

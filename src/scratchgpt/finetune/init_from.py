@@ -1,0 +1,40 @@
+"""Where a fine-tuning starts: a model that has learned language, or a random one to compare.
+
+``init_from(spec)`` takes what ``--model`` names:
+
+* a run directory of ``scratchgpt pretrain`` (its best checkpoint and its tokenizer),
+* a downloaded GPT-2 (``gpt2-124M``, ...) or a Hugging Face or OpenAI GPT-2 directory,
+* ``preset:NAME``: a fresh, randomly initialised model of that preset. Fine-tuned the same
+  way, it shows what pretraining was worth (the book's lesson in chapter 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scratchgpt.config import get_preset
+from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.model import GPTModel
+from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, load_tokenizer, train_bpe
+
+PRESET_PREFIX = "preset:"
+
+
+def init_from(spec: str, *, tokenizer: str = "bpe:2048",
+              texts: Sequence[str] = ()) -> tuple[GPTModel, Tokenizer]:
+    """The language model (in training mode) and tokenizer ``spec`` names. For
+    ``preset:NAME`` the tokenizer is ``tokenizer``: ``bpe:N`` trains one on ``texts``, any
+    other value is a tokenizer SPEC (see ``scratchgpt tokenize --help``)."""
+    if spec.startswith(PRESET_PREFIX):
+        config = get_preset(spec.removeprefix(PRESET_PREFIX))
+        if tokenizer.startswith("bpe:"):
+            vocab = tokenizer.removeprefix("bpe:")
+            if not vocab.isdigit():
+                raise ValueError(f"--tokenizer {tokenizer!r} is not bpe:VOCAB_SIZE with a whole "
+                                 "number, e.g. bpe:2048")
+            chosen = train_bpe(list(texts), int(vocab), special_tokens=[ENDOFTEXT])
+        else:
+            chosen = load_tokenizer(tokenizer)
+        return GPTModel(config.replace(vocab_size=chosen.vocab_size)).train(), chosen
+    model, chosen = load_gpt2(spec)
+    return model.train(), chosen

@@ -1,0 +1,253 @@
+"""``scratchgpt finetune classify``, ``classify`` and ``evaluate classify``, run for real.
+
+Tiny models (the ``nano`` preset) on a few hundred real messages of the SMS Spam Collection:
+the point is the whole path — split, training, checkpoints, resume, test report, use — not
+a good classifier (bench/bench_classify.py measures that).
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import signal
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from pretrain_runs import read_metrics, run_env, run_pretrain, write_corpus
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from scratchgpt.classify import Classifier
+from scratchgpt.cli import main
+from scratchgpt.config_files import load_toml
+from scratchgpt.data.splits import load_splits
+from scratchgpt.training.checkpoints import step_dirs
+
+TINY = ["--model", "preset:nano", "--tokenizer", "bpe:400", "--epochs", "1", "--batch-size", "8",
+        "--eval-every", "10", "--eval-batches", "2"]
+
+
+@pytest.fixture(scope="module")
+def messages(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 600 lines of the SMS Spam Collection, in its own format."""
+    lines = (shared_assets / "sms-spam" / "SMSSpamCollection").read_text(
+        encoding="utf-8").splitlines()
+    path = tmp_path_factory.mktemp("sms") / "SMSSpamCollection"
+    path.write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
+    return path
+
+
+def _finetune(messages: Path, run_dir: Path, *extra: str,
+              cache: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify",
+               "--data", str(messages), "--out", str(run_dir), *TINY, *extra]
+    return subprocess.run(command, env=run_env(cache), capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained(messages: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "spam"
+    done = _finetune(messages, run_dir, "--epochs", "2", cache=cache)
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def language_model(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A (barely) pretrained language model: a run directory of `scratchgpt pretrain`."""
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", chars=20_000)
+    run_dir = tmp_path_factory.mktemp("runs") / "lm"
+    done = run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+def test_a_run_directory_holds_the_split_the_model_and_the_test_report(trained: Path) -> None:
+    config = load_toml(trained / "config.toml")
+    assert config["head"]["kind"] == "classifier"
+    assert config["head"]["labels"] == ["ham", "spam"]
+    assert config["train"]["lr"] == 5e-5 and config["train"]["schedule"] == "constant"
+    for name in ("tokenizer.json", "metrics.jsonl", "loss.png", "eval.json", "confusion.png",
+                 "errors.jsonl", "split/train.jsonl", "split/test.jsonl", "split/split.json"):
+        assert (trained / name).is_file(), name
+    assert (trained / "checkpoints" / "best").is_dir()
+    metrics = read_metrics(trained)
+    assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy"} <= metrics[-1].keys()
+    splits = load_splits(trained / "split")
+    texts = [set(getattr(splits, name).texts) for name in ("train", "val", "test")]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    # 2 epochs of the training split at batch 8
+    assert metrics[-1]["step"] == -(-2 * len(splits.train) // 8)
+
+
+def test_eval_json_agrees_with_scikit_learn_on_the_test_split(trained: Path) -> None:
+    report = json.loads((trained / "eval.json").read_text(encoding="utf-8"))
+    test = load_splits(trained / "split").test
+    predicted = [p.label for p in Classifier.from_run(trained).predict(test.texts)]
+    labels = ["ham", "spam"]
+    assert report["accuracy"] == pytest.approx(accuracy_score(test.labels, predicted))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        test.labels, predicted, labels=labels, zero_division=0)
+    for i, label in enumerate(labels):
+        assert report["precision"][label] == pytest.approx(precision[i])
+        assert report["recall"][label] == pytest.approx(recall[i])
+        assert report["f1"][label] == pytest.approx(f1[i])
+    assert report["f1"]["macro"] == pytest.approx(f1.mean())
+    assert report["confusion"] == {
+        "labels": labels,
+        "matrix": confusion_matrix(test.labels, predicted, labels=labels).tolist()}
+    assert 0.0 <= report["roc_auc"] <= 1.0
+    errors = [json.loads(line) for line in (trained / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == sum(t != p for t, p in zip(test.labels, predicted, strict=True))
+    assert all(e["label"] != e["predicted"] for e in errors)
+
+
+def test_evaluate_classify_json_is_the_eval_json_object(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "classify", "--model", str(trained), "--data",
+                 str(trained / "split" / "test.jsonl"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((trained / "eval.json").read_text(encoding="utf-8"))
+
+
+def test_classify_prints_one_json_line_per_text(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "ok see you at 5", ""]
+    assert main(["classify", "--model", str(trained), "--json", *texts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        record = json.loads(line)
+        assert set(record) == {"label", "probabilities"}
+        assert set(record["probabilities"]) == {"ham", "spam"}
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0)
+        assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
+
+
+def test_a_threshold_trades_recall_for_precision(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classifier = Classifier.from_run(trained)
+    texts = load_splits(trained / "split").test.texts
+    spam = {t: sum(p.label == "spam" for p in classifier.predict(texts, t))
+            for t in (0.0, 0.5, 1.0)}
+    assert spam[0.0] == len(texts) >= spam[0.5] >= spam[1.0]
+    assert main(["classify", "--model", str(trained), "--threshold", "0", "hello"]) == 0
+    assert capsys.readouterr().out.startswith("spam\t")
+
+
+def test_classify_reads_lines_an_email_and_a_mailbox(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = tmp_path / "messages.txt"
+    lines.write_text("first message\n\nsecond message\n", encoding="utf-8")
+    message = EmailMessage()
+    message["Subject"] = "Cheap meds"
+    message.set_content("Buy now!")
+    eml = tmp_path / "one.eml"
+    eml.write_bytes(bytes(message))
+    box = mailbox.mbox(tmp_path / "inbox.mbox")
+    for _ in range(3):
+        box.add(message)
+    box.flush()
+    for path, count in ((lines, 2), (eml, 1), (tmp_path / "inbox.mbox", 3)):
+        assert main(["classify", "--model", str(trained), "--file", str(path), "--json"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == count
+    single = Classifier.from_run(trained).predict(["Cheap meds\n\nBuy now!"])[0]
+    assert main(["classify", "--model", str(trained), "--file", str(eml), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["probabilities"] == pytest.approx(
+        single.probabilities)
+
+
+def test_classify_refuses_a_language_model_and_generate_refuses_a_classifier(
+    trained: Path, language_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lm = language_model
+    assert main(["classify", "--model", str(lm), "hello"]) == 2
+    assert f"{lm} is not a classifier but a language model" in capsys.readouterr().err
+    assert main(["generate", "--model", str(trained), "--prompt", "Hi"]) == 2
+    captured = capsys.readouterr()
+    assert f"{trained} is a classifier run, not a language model" in captured.err
+    assert captured.out == ""
+
+
+def test_fine_tuning_starts_from_a_pretraining_run(
+    messages: Path, cache: Path, language_model: Path, tmp_path: Path
+) -> None:
+    lm = language_model
+    run_dir = tmp_path / "from-lm"
+    done = _finetune(messages, run_dir, "--model", str(lm), "--train", "lora", cache=cache)
+    assert done.returncode == 0, done.stderr
+    assert "training lora" in done.stderr
+    config = load_toml(run_dir / "config.toml")
+    assert config["resolved_model"] == load_toml(lm / "config.toml")["resolved_model"]
+    assert (run_dir / "tokenizer.json").read_text() == (lm / "tokenizer.json").read_text()
+    assert len(Classifier.from_run(run_dir).predict(["hello", "win a prize"])) == 2
+
+
+def test_ctrl_c_then_resume_matches_an_uninterrupted_run(
+    messages: Path, cache: Path, trained: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify",
+               "--data", str(messages), "--out", str(run_dir), *TINY, "--epochs", "2"]
+    process = subprocess.Popen(command, env=run_env(cache), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not step_dirs(run_dir / "checkpoints"):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert process.returncode == 130, stderr
+    assert "continue with: scratchgpt finetune classify --out" in stderr
+    assert not (run_dir / "eval.json").exists()  # tested only once trained
+    resumed = subprocess.run(
+        [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify", "--out", str(run_dir),
+         "--resume"], env=run_env(cache), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(trained)
+    assert json.loads((run_dir / "eval.json").read_text()) == json.loads(
+        (trained / "eval.json").read_text())
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("text,label\nhello,ham\nbye,ham\n", "every text has the label 'ham'"),
+    ("text,label\nhello,\n", ":2: the label (field 'label') is empty"),
+    ("message,label\nhello,ham\n", "no column 'text' (found columns: 'message', 'label')"),
+])
+def test_bad_labelled_data_is_named_and_leaves_no_run(
+    content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text(content, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["finetune", "classify", "--data", str(data), "--out", str(run_dir),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scratchgpt finetune classify: error: ")
+    assert str(data) in err and message in err
+    assert not run_dir.exists()
+
+
+def test_a_shipped_dataset_that_is_not_downloaded_says_how_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCRATCHGPT_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["finetune", "classify", "--data", "sms-spam", "--out", str(tmp_path / "r"),
+                 *TINY]) == 2
+    assert "run: scratchgpt download sms-spam" in capsys.readouterr().err
