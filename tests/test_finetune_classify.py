@@ -251,3 +251,21 @@ def test_a_shipped_dataset_that_is_not_downloaded_says_how_to_get_it(
     assert main(["finetune", "classify", "--data", "sms-spam", "--out", str(tmp_path / "r"),
                  *TINY]) == 2
     assert "run: scratchgpt download sms-spam" in capsys.readouterr().err
+
+
+def test_evaluate_classify_reads_named_columns_and_refuses_unknown_labels(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "mail.csv"
+    data.write_text('body,kind\n"Win cash now, text WIN",spam\nhi there,ham\n', encoding="utf-8")
+    report = tmp_path / "report"
+    assert main(["evaluate", "classify", "--model", str(trained), "--data", str(data),
+                 "--text-field", "body", "--label-field", "kind", "--out", str(report)]) == 0
+    assert "2 texts of" in capsys.readouterr().out
+    assert json.loads((report / "eval.json").read_text())["count"] == 2
+    assert (report / "confusion.png").stat().st_size > 0
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\na,ham\nb,eggs\n", encoding="utf-8")
+    assert main(["evaluate", "classify", "--model", str(trained), "--data", str(other)]) == 2
+    assert "label(s) 'eggs' are not among the classifier's (ham, spam)" in (
+        capsys.readouterr().err)

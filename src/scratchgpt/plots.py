@@ -15,25 +15,40 @@ from matplotlib.ticker import LogFormatterSciNotation, LogLocator  # noqa: E402
 
 
 def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Train and validation loss against tokens seen, with perplexity (exp loss) on the right."""
+    """Train and validation loss against tokens seen. A language model's gets perplexity
+    (exp loss) on the right; a classifier's (metrics with ``val_accuracy``) gets a second panel,
+    train and validation accuracy."""
     tokens = [m["tokens"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    classifier = "val_accuracy" in metrics[-1]
+    fig, axes = plt.subplots(1, 2 if classifier else 1, figsize=(11 if classifier else 7, 4),
+                             squeeze=False)
+    ax = axes[0, 0]
     ax.plot(tokens, [m["train_loss"] for m in metrics], label="train loss")
     ax.plot(tokens, [m["val_loss"] for m in metrics], linestyle="--", label="validation loss")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("cross-entropy loss")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
-    low, high = ax.get_ylim()
-    perplexity = ax.secondary_yaxis(
-        "right",
-        functions=(lambda loss: np.exp(np.minimum(loss, 50)),
-                   lambda ppl: np.log(np.maximum(ppl, 1e-9))),
-    )
-    perplexity.yaxis.set_major_locator(LogLocator(base=10))  # loss = ln(perplexity)
-    perplexity.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
-    perplexity.set_ylabel("perplexity")
-    ax.set_ylim(low, high)
+    if classifier:
+        accuracy = axes[0, 1]
+        accuracy.plot(tokens, [m["train_accuracy"] for m in metrics], label="train accuracy")
+        accuracy.plot(tokens, [m["val_accuracy"] for m in metrics], linestyle="--",
+                      label="validation accuracy")
+        accuracy.set_xlabel("tokens seen")
+        accuracy.set_ylabel("accuracy")
+        accuracy.legend(loc="lower right")
+        accuracy.grid(alpha=0.3)
+    else:
+        low, high = ax.get_ylim()
+        perplexity = ax.secondary_yaxis(
+            "right",
+            functions=(lambda loss: np.exp(np.minimum(loss, 50)),
+                       lambda ppl: np.log(np.maximum(ppl, 1e-9))),
+        )
+        perplexity.yaxis.set_major_locator(LogLocator(base=10))  # loss = ln(perplexity)
+        perplexity.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
+        perplexity.set_ylabel("perplexity")
+        ax.set_ylim(low, high)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

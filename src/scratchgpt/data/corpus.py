@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,15 @@ def read_documents(path: Path, errors: str = "strict") -> Iterator[Document]:
     if path.suffix != ".jsonl":
         yield Document(str(path), text)
         return
+    for where, record in json_lines(text, path):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f'{where}: expected an object with a string "text" field')
+        yield Document(where, record["text"])
+
+
+def json_lines(text: str, path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each non-blank line of a JSON Lines ``text``, ``where`` being
+    ``path:line``; a line that is not JSON is an error naming it."""
     # JSON Lines ends lines with "\n" only: str.splitlines() would also cut at U+2028, U+0085
     # and other breaks that JSON allows raw inside a string (json.dumps(ensure_ascii=False)).
     for number, line in enumerate(text.split("\n"), start=1):
@@ -98,12 +108,10 @@ def read_documents(path: Path, errors: str = "strict") -> Iterator[Document]:
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            yield where, json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f'{where}: expected an object with a string "text" field')
-        yield Document(where, record["text"])
+            raise ValueError(f"{where}: not valid JSON ({err.msg}, column {err.colno}); each "
+                             "line must be one JSON object") from None
 
 
 @dataclass(frozen=True)

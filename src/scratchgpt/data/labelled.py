@@ -21,7 +21,6 @@ import csv
 import email
 import email.policy
 import io
-import json
 import re
 import tarfile
 import zipfile
@@ -31,6 +30,8 @@ from email.errors import InvalidBase64LengthDefect
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
+
+from scratchgpt.data.corpus import json_lines
 
 SMS_FILE_NAME = "SMSSpamCollection"
 SPAM_LABELS = ("ham", "spam")
@@ -245,18 +246,7 @@ def check_column(path: Path, header: list[str], delimiter: str, name: str) -> in
 def read_jsonl(path: Path, text_field: str, label_field: str) -> LabelledTexts:
     """A JSON Lines file: one object per line with a text and a label field."""
     texts, labels = [], []
-    # JSON Lines ends lines with "\n" only (str.splitlines would also cut at U+2028 and others).
-    for number, line in enumerate(utf8_text(path.read_bytes(), path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{where}: not valid JSON ({err.msg}, column {err.colno}); "
-                "each line must be one JSON object"
-            ) from None
+    for where, record in json_lines(utf8_text(path.read_bytes(), path), path):
         if not isinstance(record, dict):
             raise ValueError(f"{where}: expected a JSON object, found {type(record).__name__}")
         for name in (text_field, label_field):

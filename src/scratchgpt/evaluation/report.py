@@ -83,7 +83,8 @@ def write_report(evaluation: Evaluation, directory: Path) -> None:
                                        encoding="utf-8")
     confusion = evaluation.metrics["confusion"]
     plot_confusion(confusion["matrix"], confusion["labels"], directory / CONFUSION_PLOT,
-                   title=f"{evaluation.data.source}: {evaluation.metrics['count']:,} texts")
+                   title=f"{Path(evaluation.data.source).name}: "
+                         f"{evaluation.metrics['count']:,} texts")
     write_errors(directory / ERRORS_FILE, evaluation.data.texts, evaluation.data.labels,
                  evaluation.predicted, evaluation.probabilities, confusion["labels"])
 
