@@ -40,9 +40,10 @@ def fine_tune(args: argparse.Namespace, model: str, run_dir: Path,
               tokenizer: str | None = None) -> tuple[Classifier, float]:
     """Fine-tune ``model`` as the command line would; returns the classifier and seconds."""
     flags: dict[str, dict[str, Any]] = {
-        "data": {"data": args.data, "epochs": args.epochs, "balance": args.balance},
-        "model": {"model": model, "train": args.train, **({"tokenizer": tokenizer}
-                                                           if tokenizer else {})},
+        "data": {"data": args.data, "epochs": args.epochs, "balance": args.balance,
+                 "truncate": args.truncate},
+        "model": {"model": model, "train": args.train, "pooling": args.pooling,
+                  **({"tokenizer": tokenizer} if tokenizer else {})},
         "train": {"lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
                   "eval_every": args.eval_every, "device": "cpu"},
     }
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--balance", action="store_true")
+    parser.add_argument("--truncate", default="head", help="keep a long text's head or tail")
+    parser.add_argument("--pooling", default="last", help="last or mean")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--random", action="store_true",
                         help="also fine-tune a random model of the same shape and tokenizer")

@@ -134,8 +134,9 @@ def test_settings_are_checked_from_python_too() -> None:
 def test_numbers_given_as_whole_numbers_become_floats_and_defaults_follow_lr() -> None:
     config = TrainConfig(lr=1, grad_clip=0)
     assert isinstance(config.lr, float) and isinstance(config.grad_clip, float)
-    assert TrainConfig().min_lr == pytest.approx(1e-4)  # the default: a tenth of lr
-    assert TrainConfig(lr=5e-5).min_lr == pytest.approx(5e-6)  # the book's fine-tuning lr
+    assert TrainConfig().min_lr == pytest.approx(1e-4)  # the default floor, as it always was
+    assert TrainConfig(lr=3e-4).min_lr == pytest.approx(1e-4)
+    assert TrainConfig(lr=5e-5).min_lr == pytest.approx(5e-5)  # never above lr
     assert TrainConfig(lr=4e-4, min_lr=4e-4).min_lr == 4e-4  # a constant rate
 
 

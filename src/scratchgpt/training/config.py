@@ -16,6 +16,7 @@ from scratchgpt.settings import (
 )
 from scratchgpt.training.optimizers import OPTIMIZERS
 
+DEFAULT_MIN_LR = 1e-4
 DEVICES = Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")
 
 
@@ -29,8 +30,9 @@ class TrainConfig:
                                  POSITIVE)
     optimizer: str = knob("adamw", f"one of {', '.join(OPTIMIZERS)}", OneOf(tuple(OPTIMIZERS)))
     lr: float = knob(1e-3, "peak learning rate", POSITIVE)
-    min_lr: float | None = knob(None, "floor the cosine decays to, at most --lr (default: a "
-                                      "tenth of --lr)", NON_NEGATIVE)
+    min_lr: float | None = knob(None, "floor the cosine decays to, at most --lr (default: "
+                                      f"{DEFAULT_MIN_LR:g}, or --lr if that is lower)",
+                                NON_NEGATIVE)
     warmup_steps: int = knob(50, "steps of linear warmup", NON_NEGATIVE)
     schedule: str = knob("cosine", "after warmup, cosine: decay to --min-lr; constant: hold --lr",
                          OneOf(("cosine", "constant")))
@@ -51,6 +53,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_settings(self)
         if self.min_lr is None:
-            self.min_lr = self.lr / 10
+            self.min_lr = min(DEFAULT_MIN_LR, self.lr)
         if self.min_lr > self.lr:
             raise SettingError("min_lr", f"must not exceed lr ({self.lr:g}), got {self.min_lr:g}")
