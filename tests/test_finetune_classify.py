@@ -269,3 +269,16 @@ def test_evaluate_classify_reads_named_columns_and_refuses_unknown_labels(
     assert main(["evaluate", "classify", "--model", str(trained), "--data", str(other)]) == 2
     assert "label(s) 'eggs' are not among the classifier's (ham, spam)" in (
         capsys.readouterr().err)
+
+
+def test_a_bad_setting_is_named_before_anything_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    for flags, message in ((["--tokenizer", "bpe:x"], "--tokenizer: 'bpe:x' is not bpe:VOCAB"),
+                           (["--train", "some"], "--train: must be head, last-block"),
+                           (["--val-fraction", "0.5", "--test-fraction", "0.5"],
+                            "--test-fraction: val_fraction + test_fraction must leave texts")):
+        assert main(["finetune", "classify", "--out", str(run_dir), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -45,7 +45,13 @@ from scratchgpt.settings import (
     knob,
     load_sections,
 )
-from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, load_tokenizer, train_bpe
+from scratchgpt.tokenizers import (
+    ENDOFTEXT,
+    Tokenizer,
+    bpe_vocab_size,
+    load_tokenizer,
+    train_bpe,
+)
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.language_modeling import LanguageModelingTask
@@ -78,14 +84,15 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.tokenizer.startswith("bpe:") and not self.tokenizer[4:].isdigit():
-            raise SettingError("tokenizer", f"{self.tokenizer!r} is not bpe:VOCAB_SIZE with a "
-                                            "whole number, e.g. bpe:2048")
+        try:
+            bpe_vocab_size(self.tokenizer)
+        except ValueError as err:
+            raise SettingError("tokenizer", str(err)) from None
 
     @property
     def bpe_vocab_size(self) -> int | None:
         """N of ``bpe:N`` (a tokenizer to train), or None for a tokenizer to load."""
-        return int(self.tokenizer[4:]) if self.tokenizer.startswith("bpe:") else None
+        return bpe_vocab_size(self.tokenizer)
 
 
 @dataclass

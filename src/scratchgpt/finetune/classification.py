@@ -58,7 +58,7 @@ from scratchgpt.settings import (
     knob,
     load_sections,
 )
-from scratchgpt.tokenizers import Tokenizer
+from scratchgpt.tokenizers import Tokenizer, bpe_vocab_size
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.runner import Setup, log, run_job
@@ -120,6 +120,10 @@ class ClassifyModel:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        try:
+            bpe_vocab_size(self.tokenizer)
+        except ValueError as err:
+            raise SettingError("tokenizer", str(err)) from None
 
 
 # The book's chapter-6 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from scratchgpt.config import get_preset
 from scratchgpt.hub.gpt2 import load_gpt2
 from scratchgpt.model import GPTModel
-from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, load_tokenizer, train_bpe
+from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, load_tokenizer, train_bpe
 
 PRESET_PREFIX = "preset:"
 
@@ -27,12 +27,9 @@ def init_from(spec: str, *, tokenizer: str = "bpe:2048",
     other value is a tokenizer SPEC (see ``scratchgpt tokenize --help``)."""
     if spec.startswith(PRESET_PREFIX):
         config = get_preset(spec.removeprefix(PRESET_PREFIX))
-        if tokenizer.startswith("bpe:"):
-            vocab = tokenizer.removeprefix("bpe:")
-            if not vocab.isdigit():
-                raise ValueError(f"--tokenizer {tokenizer!r} is not bpe:VOCAB_SIZE with a whole "
-                                 "number, e.g. bpe:2048")
-            chosen = train_bpe(list(texts), int(vocab), special_tokens=[ENDOFTEXT])
+        vocab_size = bpe_vocab_size(tokenizer)
+        if vocab_size is not None:
+            chosen = train_bpe(list(texts), vocab_size, special_tokens=[ENDOFTEXT])
         else:
             chosen = load_tokenizer(tokenizer)
         return GPTModel(config.replace(vocab_size=chosen.vocab_size)).train(), chosen

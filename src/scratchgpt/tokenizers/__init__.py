@@ -17,7 +17,7 @@ from scratchgpt.tokenizers.gpt2 import (
     save_gpt2_files,
 )
 from scratchgpt.tokenizers.pretokenize import GPT2_SPLIT_PATTERN, pretokenize
-from scratchgpt.tokenizers.registry import load_tokenizer
+from scratchgpt.tokenizers.registry import bpe_vocab_size, load_tokenizer
 from scratchgpt.tokenizers.word import WordTokenizer
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "UnknownCharacterError",
     "WordTokenizer",
     "load_gpt2_tokenizer",
+    "bpe_vocab_size",
     "load_tokenizer",
     "pretokenize",
     "read_tiktoken_file",

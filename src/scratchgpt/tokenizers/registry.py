@@ -27,6 +27,16 @@ _EXPECTED = (
 )
 
 
+def bpe_vocab_size(spec: str) -> int | None:
+    """N of a ``bpe:N`` spec (a BPE tokenizer to train with N tokens), or None for a spec
+    naming a tokenizer to load; ``bpe:`` without a whole number is an error."""
+    if not spec.startswith("bpe:"):
+        return None
+    if not spec.removeprefix("bpe:").isdigit():
+        raise ValueError(f"{spec!r} is not bpe:VOCAB_SIZE with a whole number, e.g. bpe:2048")
+    return int(spec.removeprefix("bpe:"))
+
+
 def load_tokenizer(spec: str | Path) -> Tokenizer:
     """The tokenizer at ``spec``: a directory of GPT-2 files (OpenAI's or Hugging Face's
     layout), a tiktoken rank file, or a JSON file saved by :meth:`Tokenizer.save`, whatever
