@@ -1,11 +1,15 @@
-"""Shared fixtures: the real data in ../shared/assets, and tiktoken's GPT-2 encoding offline."""
+"""Shared fixtures: the real data in ../shared/assets, tiktoken's GPT-2 encoding offline, and
+a tiny instruction-tuned run (for finetune instruct, chat and serve tests)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from instruct_runs import finetune_instruct
+from pretrain_runs import run_pretrain, write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +40,39 @@ def tiktoken_gpt2(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
         yield tiktoken.get_encoding("gpt2")
+
+
+@pytest.fixture(scope="session")
+def instruct_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("instruct-cache")
+
+
+@pytest.fixture(scope="session")
+def instruction_records(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The book's first 40 instruction records, as a JSON list."""
+    data = json.loads((shared_assets / "instructions" / "instruction-data.json").read_text())
+    path = tmp_path_factory.mktemp("instructions") / "instructions.json"
+    path.write_text(json.dumps(data[:40]), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def instruct_base(instruct_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of `scratchgpt pretrain` (2 steps) with room for the book's prompts."""
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", chars=20_000)
+    run_dir = tmp_path_factory.mktemp("runs") / "base"
+    done = run_pretrain(corpus, run_dir, instruct_cache, "--max-steps", "2", "--eval-every", "2",
+                        "--context-length", "160")
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def instruct_run(instruction_records: Path, instruct_base: Path, instruct_cache: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``finetune instruct`` of the base model, chatml style: the run directory and its log."""
+    run_dir = tmp_path_factory.mktemp("runs") / "assistant"
+    done = finetune_instruct(instruction_records, instruct_base, run_dir, "--prompt-style",
+                             "chatml", cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    return run_dir, done.stderr

@@ -11,7 +11,8 @@ import pytest
 
 from scratchgpt.cli import build_parser, main
 
-COMMANDS = ["info", "tokenize", "train-tokenizer", "pretrain", "generate", "download", "export"]
+COMMANDS = ["info", "tokenize", "train-tokenizer", "pretrain", "generate", "download", "export",
+            "chat"]
 
 
 def help_text(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -90,3 +91,23 @@ def test_the_tokenizer_examples_run_as_written(
         assert main(shlex.split(line)[1:]) == 0, line
         capsys.readouterr()
     assert Path("tok.json").is_file() and Path("book.npy").is_file()
+
+
+@pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
+                                  ["evaluate", "classify"], ["classify"]])
+def test_each_task_has_examples_that_parse_and_explains_every_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    command = " ".join(argv)
+    lines = examples(help_text(capsys, *argv), command)
+    assert 1 <= len(lines) <= 3, lines
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line, comments=True)[1:])
+        assert " ".join(shlex.split(line)[1:1 + len(argv)]) == command
+        assert args.func is not None
+    parser = subcommands()[argv[0]]
+    if len(argv) == 2:
+        (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[argv[1]]
+    for action in parser._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"

@@ -1,7 +1,8 @@
-"""``scratchgpt download sms-spam|spamassassin`` against a real HTTP server on 127.0.0.1 (no
-network, no mocks), serving the shared copies under the publishers' paths: UCI's zip (built here
-from ``sms-spam/SMSSpamCollection`` and a readme) and Apache's five SpamAssassin tarballs (three
-shared ones, and two small ones built here for the groups that are not shared).
+"""``scratchgpt download sms-spam|spamassassin|instructions|alpaca`` against a real HTTP
+server on 127.0.0.1 (no network, no mocks), serving the shared copies under the publishers'
+paths: UCI's zip (built here from ``sms-spam/SMSSpamCollection`` and a readme), Apache's five
+SpamAssassin tarballs (three shared ones, and two small ones built here for the groups that are
+not shared), the book's instruction data (shared) and an Alpaca-shaped file written here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -299,7 +301,7 @@ def test_find_dataset_names_the_command_to_run(
     with pytest.raises(FileNotFoundError, match="run: scratchgpt download spamassassin"):
         find_dataset("spamassassin")
     with pytest.raises(ValueError, match="unknown dataset 'enron'; choose one of sms-spam, "
-                       "spamassassin"):
+                       "spamassassin, instructions, alpaca"):
         find_dataset("enron")
 
     # A download that stopped after the zip is an unfinished one, and says so.
@@ -334,3 +336,42 @@ def test_cli_download_datasets(
                  server.url + "/nowhere"]) == 2
     assert "HTTP 404" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_instruction_datasets_are_verified_and_found(
+    serve, shared_assets: Path, cache: Path
+) -> None:
+    book = (shared_assets / "instructions" / "instruction-data.json").read_bytes()
+    alpaca = json.dumps([{"instruction": "Give three tips for staying healthy.", "input": "",
+                          "output": "Eat well, sleep, exercise."},
+                         {"instruction": "Translate.", "input": "Bonjour", "output": "Hello"}])
+    server = serve({"instruction-data.json": book, "alpaca_data.json": alpaca.encode()})
+    for name, file in (("instructions", "instruction-data.json"),
+                       ("alpaca", "alpaca_data.json")):
+        directory = download_dataset(name, base_url=server.url, progress=False)
+        assert find_dataset(name) == directory / file
+    assert [path for path, _ in server.requests] == [
+        "/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
+        "/tatsu-lab/stanford_alpaca/main/alpaca_data.json"]
+    assert read_manifest(cache / "datasets" / "instructions")["instruction-data.json"][
+        "verified"] == ["size", "sha256", "content"]
+    assert read_manifest(cache / "datasets" / "alpaca")["alpaca_data.json"][
+        "verified"] == ["size", "content"]
+
+
+@pytest.mark.parametrize(("name", "file", "data", "expected"), [
+    pytest.param("alpaca", "alpaca_data.json", b"<html>rate limited</html>",
+                 r"expected instruction records, found: .*alpaca_data.json", id="not-json"),
+    pytest.param("alpaca", "alpaca_data.json", b'[{"instruction": "Hi."}]',
+                 r"expected instruction records, found: .*record 0.*output", id="no-output"),
+    pytest.param("instructions", "instruction-data.json", b'[{"instruction": "a", '
+                 b'"output": "b"}]', r"sha256", id="another-file"),
+])
+def test_a_file_that_is_not_the_instruction_data_is_refused(
+    name: str, file: str, data: bytes, expected: str, serve, cache: Path
+) -> None:
+    server = serve({file: data})
+    with pytest.raises(DownloadError, match=rf"{re.escape(file)} from \S+ failed "
+                       rf"verification: .*{expected}"):
+        download_dataset(name, base_url=server.url, progress=False)
+    assert not (cache / "datasets" / name).exists()

@@ -12,6 +12,9 @@
     scratchgpt finetune classify --data sms-spam --model gpt2-124M --out runs/spam
     scratchgpt classify --model runs/spam "WINNER! Claim your prize now"
     scratchgpt evaluate classify --model runs/spam --data messages.csv
+    scratchgpt download instructions             the book's 1,100 instruction/response pairs
+    scratchgpt finetune instruct --data instructions --model gpt2-124M --out runs/assistant
+    scratchgpt chat --model runs/assistant
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type,
     group = parser.add_argument_group(f"[{section}] settings (also in --config FILE.toml)")
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats %
         default = (defaults or {}).get(field.name, field.default)
         if default is not None:
             help_text += f" (default: {default})"
@@ -157,6 +160,37 @@ def _finetune_classify(args: argparse.Namespace) -> int:
                      finetune_classifier(config, run_dir, resume=args.resume).interrupted)
 
 
+def _finetune_instruct(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from scratchgpt.finetune.instruction import finetune_instruct, load_instruct_config
+
+    default = Path("runs") / datetime.now().strftime("instruct-%Y%m%d-%H%M%S")
+    run_dir, config_file = _run_paths(args, default)
+    config = load_instruct_config(config_file, _overrides(args))
+    return _finished(run_dir, finetune_instruct(config, run_dir, resume=args.resume).interrupted)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from scratchgpt.chat import ChatSession, Sampling, run_chat
+    from scratchgpt.data.prompt_styles import get_prompt_style
+    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
+
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p,
+                        repetition_penalty=args.repetition_penalty, seed=args.seed)
+    style_name = model_prompt_style(args.model)
+    model, tokenizer = load_gpt2(args.model)
+    if style_name is None:
+        print(f"warning: {args.model} was never instruction-tuned: a base model continues "
+              "text rather than answering (prompts are in the alpaca style)", file=sys.stderr)
+    session = ChatSession(model, tokenizer, get_prompt_style(style_name or "alpaca"),
+                          system=args.system, sampling=sampling)
+    run_chat(session, banner=f"chatting with {args.model} ({model.num_parameters():,} "
+                             f"parameters, prompt style {session.style.name})\n")
+    return 0
+
+
 def _classify(args: argparse.Namespace) -> int:
     import json
 
@@ -199,19 +233,32 @@ def _evaluate_classify(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import time
 
+    from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.generation import generate_text
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
 
     start = time.perf_counter()
     model, tokenizer = load_gpt2(args.model)
     print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    prompt, stop, shown = args.prompt, list(args.stop or ()), args.prompt
+    if args.instruction:  # the prompt is an instruction: wrap it as the model was tuned
+        style_name = model_prompt_style(args.model)
+        if style_name is None:
+            print(f"warning: {args.model} was never instruction-tuned; wrapping the "
+                  "instruction in the alpaca style", file=sys.stderr)
+        style = get_prompt_style(style_name or "alpaca")
+        prompt = style.instruction_prompt(args.prompt, args.input or "")
+        stop += style.stop
+        shown = ""  # print the answer alone
+    elif args.input:
+        raise ValueError("--input goes with --instruction (the input of an instruction)")
     pieces = generate_text(  # checks every argument before the prompt is printed
-        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        stop=args.stop or (),
+        model, tokenizer, prompt, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, seed=args.seed, stop=stop,
     )
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(shown)
     sys.stdout.flush()
     for piece in pieces:
         sys.stdout.write(piece)
@@ -237,11 +284,14 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.hub.export import export_hf
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
 
     model, tokenizer = load_gpt2(args.model)
-    for path in export_hf(model, tokenizer, args.out):
+    style_name = model_prompt_style(args.model)
+    style = get_prompt_style(style_name) if style_name else None
+    for path in export_hf(model, tokenizer, args.out, style):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -329,10 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "--out runs/book",
                   "scratchgpt pretrain --out runs/book --resume"],
     )
-    pre.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
-    pre.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/pretrain-TIME)")
-    pre.add_argument("--resume", action="store_true",
-                     help="continue the run in --out from its latest checkpoint")
+    _add_run_flags(pre, "runs/pretrain-TIME")
     _add_config_flags(pre, "data", DataConfig)
     _add_config_flags(pre, "model", ModelChoice)
     _add_config_flags(pre, "train", TrainConfig)
@@ -340,34 +387,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_finetune(commands)
     _add_classify(commands)
+    _add_chat(commands)
     _add_evaluate(commands)
 
     gen = _add_command(
         commands, "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
                     "text, nothing else). A prompt longer than the model's context is cropped "
-                    "from the left.",
+                    "from the left. With --instruction the prompt is an instruction, wrapped in "
+                    "the prompt style the run was fine-tuned with, and only the answer is "
+                    "printed.",
         examples=["scratchgpt generate --model runs/book --prompt \"The\"",
                   "scratchgpt generate --model gpt2-124M --prompt \"Every effort moves you\" "
-                  "--temperature 0.8 --top-k 40 --seed 1"],
+                  "--temperature 0.8 --top-k 40 --seed 1",
+                  "scratchgpt generate --model runs/assistant --instruction "
+                  "--prompt \"Rewrite the sentence in the passive voice.\" "
+                  "--input \"The chef cooked the meal.\""],
     )
     gen.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     gen.add_argument("--prompt", required=True, metavar="TEXT",
                      help="the text to continue (printed first)")
-    gen.add_argument("--max-new-tokens", type=int, default=50, metavar="N",
-                     help="stop after this many new tokens (default: 50), or earlier at "
-                          "<|endoftext|> or a --stop text")
-    gen.add_argument("--temperature", type=float, default=0.0,
-                     help="0 = greedy (default); 1 = the model's own distribution; higher = "
-                          "more random")
-    gen.add_argument("--top-k", type=int, metavar="K",
-                     help="sample among the K most likely tokens (default: all; needs "
-                          "--temperature above 0)")
-    gen.add_argument("--top-p", type=float, metavar="P",
-                     help="sample among the most likely tokens holding probability P, "
-                          "in (0, 1] (default: 1, all; needs --temperature above 0)")
-    gen.add_argument("--seed", type=int,
-                     help="makes sampling reproducible (default: a different sample each run)")
+    gen.add_argument("--instruction", action="store_true",
+                     help="--prompt is an instruction: wrap it in the run's prompt style "
+                          "(alpaca for a base model), stop at the style's stop strings, and "
+                          "print the answer alone")
+    gen.add_argument("--input", metavar="TEXT",
+                     help="with --instruction: the instruction's input (the text it acts on)")
+    _add_sampling_flags(gen, max_new_tokens=50)
     gen.add_argument("--stop", action="append", metavar="TEXT",
                      help="stop before this text (may be repeated)")
     gen.set_defaults(func=_generate)
@@ -378,13 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "gpt2-SIZE-FORMAT or $SCRATCHGPT_CACHE/datasets/NAME, default "
                     "~/.cache/scratchgpt) or --dir, resuming interrupted files and verifying "
                     "each one's size, checksums and content. Prints the directory.",
-        examples=["scratchgpt download gpt2 --size 124M",
-                  "scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M",
-                  "scratchgpt download sms-spam"],
+        examples=["scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M",
+                  "scratchgpt download sms-spam",
+                  "scratchgpt download instructions"],
     )
-    down.add_argument("name", choices=["gpt2", "sms-spam", "spamassassin"], metavar="NAME",
-                      help="gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS Spam Collection) or "
-                           "spamassassin (the SpamAssassin public mail corpus)")
+    down.add_argument("name", choices=["gpt2", "sms-spam", "spamassassin", "instructions",
+                                       "alpaca"], metavar="NAME",
+                      help="gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS Spam Collection), "
+                           "spamassassin (the SpamAssassin public mail corpus), instructions "
+                           "(the book's 1,100 instruction/response pairs) or alpaca (Stanford "
+                           "Alpaca's 52,002)")
     down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"],
                       help="gpt2's parameters: 124M (gpt2, the default), 355M (medium), 774M "
                            "(large), 1558M (xl)")
@@ -415,13 +464,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """``--config``, ``--out`` and ``--resume``: where a training job's settings and run go."""
+    parser.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
+    parser.add_argument("--out", metavar="RUN_DIR",
+                        help=f"run directory (default: {default_out})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint")
+
+
 def _add_finetune(commands: argparse._SubParsersAction) -> None:
     from scratchgpt.finetune.classification import TRAIN_DEFAULTS, ClassifyData, ClassifyModel
+    from scratchgpt.finetune.instruction import TRAIN_DEFAULTS as INSTRUCT_TRAIN_DEFAULTS
+    from scratchgpt.finetune.instruction import InstructData, InstructModel
 
     finetune = commands.add_parser(
-        "finetune", help="teach a pretrained GPT a task (classify)",
+        "finetune", help="teach a pretrained GPT a task (classify, instruct)",
         description="Fine-tune a language model: `classify` puts a class head on it and "
-                    "trains it on labelled texts.")
+                    "trains it on labelled texts; `instruct` teaches it to answer "
+                    "instructions.")
     tasks = finetune.add_subparsers(dest="task", required=True, metavar="TASK")
     classify = _add_command(
         tasks, "classify", help="a text classifier, such as a spam filter (the book's ch. 6)",
@@ -437,16 +498,33 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
                   "scratchgpt finetune classify --data reviews.csv --text-field review "
                   "--label-field stars --model preset:micro --train lora --out runs/stars"],
     )
-    classify.add_argument("--config", metavar="FILE.toml",
-                          help="settings file (flags override it)")
-    classify.add_argument("--out", metavar="RUN_DIR",
-                          help="run directory (default: runs/classify-TIME)")
-    classify.add_argument("--resume", action="store_true",
-                          help="continue the run in --out from its latest checkpoint")
+    _add_run_flags(classify, "runs/classify-TIME")
     _add_config_flags(classify, "data", ClassifyData)
     _add_config_flags(classify, "model", ClassifyModel)
     _add_config_flags(classify, "train", TrainConfig, TRAIN_DEFAULTS)
     classify.set_defaults(func=_finetune_classify, command="finetune classify")
+
+    instruct = _add_command(
+        tasks, "instruct", help="an assistant that follows instructions (the book's ch. 7)",
+        description="Fine-tune a GPT on instruction/response records (or multi-turn "
+                    "conversations) rendered in a prompt style: a seeded 85/5/10 split is saved "
+                    "in the run directory, all weights or LoRA adapters train with the same "
+                    "loop as pretraining (checkpoints, --resume, Ctrl-C), each evaluation "
+                    "answers a few validation instructions (samples.txt), and the best "
+                    "checkpoint answers every test instruction at the end "
+                    "(test-responses.json, scored in eval.json).",
+        examples=["scratchgpt finetune instruct --data instructions --model gpt2-124M "
+                  "--out runs/assistant",
+                  "scratchgpt finetune instruct --data alpaca --limit 5000 --model gpt2-355M "
+                  "--train lora --prompt-style chatml --mask-prompt --out runs/alpaca-lora",
+                  "scratchgpt finetune instruct --config configs/book-ch7.toml "
+                  "--out runs/book-ch7"],
+    )
+    _add_run_flags(instruct, "runs/instruct-TIME")
+    _add_config_flags(instruct, "data", InstructData)
+    _add_config_flags(instruct, "model", InstructModel)
+    _add_config_flags(instruct, "train", TrainConfig, INSTRUCT_TRAIN_DEFAULTS)
+    instruct.set_defaults(func=_finetune_instruct, command="finetune instruct")
 
 
 def _add_classify(commands: argparse._SubParsersAction) -> None:
@@ -471,6 +549,54 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
                                "when its probability is at least P (default: the likelier "
                                "class); higher P, fewer good messages flagged")
     classify.set_defaults(func=_classify)
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """How text is decoded: the flags `generate` and `chat` share."""
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                        help=f"stop after this many new tokens (default: {max_new_tokens}), or "
+                             "earlier at <|endoftext|> or a stop text")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="0 = greedy (default); 1 = the model's own distribution; higher = "
+                             "more random")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="sample among the K most likely tokens (default: all; needs "
+                             "--temperature above 0)")
+    parser.add_argument("--top-p", type=float, metavar="P",
+                        help="sample among the most likely tokens holding probability P, "
+                             "in (0, 1] (default: 1, all; needs --temperature above 0)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+                        help="make tokens already in the text less likely: a logit is divided "
+                             "by R when positive, multiplied when negative (default: 1, off; "
+                             "1.1-1.3 curbs loops)")
+    parser.add_argument("--seed", type=int,
+                        help="makes sampling reproducible (default: a different sample each "
+                             "run)")
+
+
+def _add_chat(commands: argparse._SubParsersAction) -> None:
+    chat = _add_command(
+        commands, "chat", help="talk to an instruction-tuned model in the terminal",
+        description="A terminal assistant: each answer streams as it is made, the "
+                    "conversation is kept (the oldest turns dropped, and you told, when it "
+                    "would overflow the context; the system prompt is never dropped), in the "
+                    "prompt style the run was fine-tuned with. Commands: /reset, /system TEXT, "
+                    "/save FILE (the conversation as JSON), /exit. Ctrl-C stops the current "
+                    "answer, Ctrl-D leaves. Piped standard input is read line by line and only "
+                    "the answers are printed.",
+        examples=["scratchgpt chat --model runs/assistant",
+                  "scratchgpt chat --model runs/assistant --temperature 0.7 --top-p 0.9 "
+                  "--system \"You answer in one sentence.\"",
+                  "printf 'Name a fruit.\\nAnd a vegetable?\\n' | scratchgpt chat --model "
+                  "runs/assistant"],
+    )
+    chat.add_argument("--model", required=True, metavar="RUN_DIR",
+                      help="a run directory of `scratchgpt finetune instruct` (any language "
+                           "model works; a base model gets a warning)")
+    chat.add_argument("--system", metavar="TEXT",
+                      help="the system prompt (default: the prompt style's own, if any)")
+    _add_sampling_flags(chat, max_new_tokens=256)
+    chat.set_defaults(func=_chat)
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ fine-tuning shares, runs it in a run directory (:mod:`scratchgpt.run_dir`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from scratchgpt.settings import (
     POSITIVE,
     Matches,
     OneOf,
-    SettingError,
+    Parses,
+    Sections,
     check_settings,
     knob,
     load_sections,
@@ -66,7 +67,8 @@ class DataConfig:
     data: str | None = knob(None, "text file, directory or glob of .txt/.jsonl files "
                                   "(default: the Python documentation built into CPython)")
     tokenizer: str = knob("bpe:2048", "bpe:VOCAB_SIZE to train one on the corpus, or a "
-                                      "tokenizer SPEC (see `scratchgpt tokenize --help`)")
+                                      "tokenizer SPEC (see `scratchgpt tokenize --help`)",
+                          Parses(bpe_vocab_size))
     val_fraction: float = knob(0.1, "share of the tokens held out for validation (the end)",
                                FRACTION)
     encoding_errors: str = knob("strict", "strict: stop at bytes that are not UTF-8; "
@@ -84,10 +86,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_settings(self)
-        try:
-            bpe_vocab_size(self.tokenizer)
-        except ValueError as err:
-            raise SettingError("tokenizer", str(err)) from None
 
     @property
     def bpe_vocab_size(self) -> int | None:
@@ -126,15 +124,12 @@ class ModelChoice:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Sections):
     """Everything ``scratchgpt pretrain`` needs; saved as ``RUN_DIR/config.toml``."""
 
     data: DataConfig
     model: ModelChoice
     train: TrainConfig
-
-    def to_tables(self) -> dict[str, dict[str, Any]]:
-        return {"data": asdict(self.data), "model": asdict(self.model), "train": asdict(self.train)}
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> PretrainConfig:

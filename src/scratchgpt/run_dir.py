@@ -67,9 +67,15 @@ def start_run_dir(run_dir: Path, tokenizer: Tokenizer, tables: dict[str, dict[st
     tokenizer.save(run_dir / TOKENIZER_FILE)
     if write is not None:
         write(run_dir)
-    temporary = run_dir / f".{CONFIG_FILE}.tmp"
-    temporary.write_text(dump_toml(tables), encoding="utf-8")
-    temporary.replace(run_dir / CONFIG_FILE)
+    write_whole(run_dir / CONFIG_FILE, dump_toml(tables))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a temporary file beside it, then
+    renamed into place, so a crash never leaves half a file where a reader looks."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -84,15 +90,24 @@ def build_model(tables: dict[str, Any], source: str) -> nn.Module:
     config = ModelConfig.from_dict(tables[RESOLVED_MODEL], f"{source} [{RESOLVED_MODEL}]")
     head = tables[HEAD]
     if head.get("kind") == "language_model":
-        return GPTModel(config)
-    if head.get("kind") == "classifier":
+        model: nn.Module = GPTModel(config)
+        backbone = model
+    elif head.get("kind") == "classifier":
         model = GPTClassifier(config, len(head["labels"]), head["pooling"])
-        if head["trainable"] == "lora":
-            apply_lora(model.backbone, head["lora_rank"], head["lora_alpha"],
-                       head["lora_dropout"])
-        return model
-    raise ValueError(f"{source} [{HEAD}]: unknown kind {head.get('kind')!r}; expected "
-                     "language_model or classifier")
+        backbone = model.backbone
+    else:
+        raise ValueError(f"{source} [{HEAD}]: unknown kind {head.get('kind')!r}; expected "
+                         "language_model or classifier")
+    if head.get("trainable") == "lora":
+        apply_lora(backbone, head["lora_rank"], head["lora_alpha"], head["lora_dropout"])
+    return model
+
+
+def run_prompt_style(run_dir: str | Path) -> str | None:
+    """The prompt style a run was instruction-tuned with (``[head] prompt_style``), or None
+    for a base model: ``chat``, ``generate`` and the server format prompts with it unasked."""
+    tables = model_tables(load_toml(Path(run_dir) / CONFIG_FILE))
+    return tables[HEAD].get("prompt_style")
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Module, Tokenizer]:

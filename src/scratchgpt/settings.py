@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 import types
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -87,12 +87,34 @@ class Matches:
         return f"must be {self.meaning}, got {value!r}"
 
 
+@dataclass(frozen=True)
+class Parses:
+    """A value that ``parse`` accepts; the ``ValueError`` it raises says what is wrong."""
+
+    parse: Callable[[Any], object]
+
+    def problem(self, value: Any) -> str | None:
+        try:
+            self.parse(value)
+        except ValueError as err:
+            return str(err)
+        return None
+
+
 POSITIVE = Between(0, low_open=True)
 NON_NEGATIVE = Between(0)
 FRACTION = Between(0, 1, low_open=True, high_open=True)  # strictly between 0 and 1
 DECAY = Between(0, 1, high_open=True)  # a moving-average factor, or a dropout probability
 
-Check = Between | OneOf | Matches
+Check = Between | OneOf | Matches | Parses
+
+
+class Sections:
+    """A whole configuration: one settings dataclass per field, one TOML table each."""
+
+    def to_tables(self) -> dict[str, dict[str, Any]]:
+        """``{table: {setting: value}}``, as ``config.toml`` holds it."""
+        return {f.name: asdict(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
 
 def knob(default: Any, help: str, valid: Check | None = None) -> Any:

@@ -19,7 +19,7 @@ The steps, each a library call of its own:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ from scratchgpt.data.labelled import LabelledTexts, load_labelled
 from scratchgpt.data.splits import Splits, load_splits, save_splits, split
 from scratchgpt.data.text_batches import TokenizedTexts
 from scratchgpt.evaluation.report import evaluate_run
-from scratchgpt.finetune.init_from import init_from
-from scratchgpt.hub.datasets import DATASETS, find_dataset
+from scratchgpt.finetune.init_from import FinetuneModel, init_from
+from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier, GPTModel
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import (
@@ -47,18 +47,18 @@ from scratchgpt.run_dir import (
     TOKENIZER_FILE,
 )
 from scratchgpt.settings import (
-    DECAY,
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
     Matches,
     OneOf,
+    Sections,
     SettingError,
     check_settings,
     knob,
     load_sections,
 )
-from scratchgpt.tokenizers import Tokenizer, bpe_vocab_size
+from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.runner import Setup, log, run_job
@@ -101,29 +101,14 @@ class ClassifyData:
 
 
 @dataclass
-class ClassifyModel:
+class ClassifyModel(FinetuneModel):
     """What to start from, and which of its weights learn."""
 
-    model: str = knob("gpt2-124M", "what to fine-tune: a run directory of `scratchgpt "
-                                   "pretrain`, a downloaded GPT-2 (gpt2-124M, ...), or "
-                                   "preset:NAME for a fresh random model (the baseline)")
-    tokenizer: str = knob("bpe:2048", "with preset:NAME only: bpe:VOCAB_SIZE, trained on the "
-                                      "training texts, or a tokenizer SPEC")
     train: str = knob("last-block", "which weights learn: head, last-block (the last "
                                     "transformer block, final norm and head: the book's), "
                                     "last-blocks:N, all, or lora (low-rank adapters)", TRAINABLE)
     pooling: str = knob("last", "what the head reads: last (the last real token's state) or "
                                 "mean (the mean over the text's tokens)", OneOf(("last", "mean")))
-    lora_rank: int = knob(8, "rank of the LoRA adapters", POSITIVE)
-    lora_alpha: float = knob(16.0, "LoRA scaling: the update is alpha / rank x B A", POSITIVE)
-    lora_dropout: float = knob(0.0, "dropout on the LoRA adapters' input", DECAY)
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        try:
-            bpe_vocab_size(self.tokenizer)
-        except ValueError as err:
-            raise SettingError("tokenizer", str(err)) from None
 
 
 # The book's chapter-6 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.
@@ -134,15 +119,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(Sections):
     """Everything ``scratchgpt finetune classify`` needs; saved as ``RUN_DIR/config.toml``."""
 
     data: ClassifyData
     model: ClassifyModel
     train: TrainConfig
-
-    def to_tables(self) -> dict[str, dict[str, Any]]:
-        return {"data": asdict(self.data), "model": asdict(self.model), "train": asdict(self.train)}
 
 
 SECTIONS = {"data": ClassifyData, "model": ClassifyModel, "train": TrainConfig}
@@ -159,8 +141,8 @@ def load_classify_config(path: str | Path | None,
 def read_labelled(config: ClassifyData) -> LabelledTexts:
     """The labelled texts ``config.data`` names: a shipped dataset from the download cache, or
     a path."""
-    path = find_dataset(config.data) if config.data in DATASETS else config.data
-    return load_labelled(path, text_field=config.text_field, label_field=config.label_field)
+    return load_labelled(dataset_path(config.data, "labelled"), text_field=config.text_field,
+                         label_field=config.label_field)
 
 
 class ClassificationTask:

@@ -11,13 +11,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from scratchgpt.config import get_preset
 from scratchgpt.hub.gpt2 import load_gpt2
 from scratchgpt.model import GPTModel
+from scratchgpt.settings import DECAY, POSITIVE, Parses, check_settings, knob
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, load_tokenizer, train_bpe
 
 PRESET_PREFIX = "preset:"
+
+
+@dataclass
+class FinetuneModel:
+    """The ``[model]`` settings every fine-tuning shares: what to start from, and the shape of
+    the LoRA adapters if they are what trains. Each fine-tuning adds its ``train`` choice."""
+
+    model: str = knob("gpt2-124M", "what to fine-tune: a run directory of `scratchgpt "
+                                   "pretrain`, a downloaded GPT-2 (gpt2-124M, ...), or "
+                                   "preset:NAME for a fresh random model (the baseline)")
+    tokenizer: str = knob("bpe:2048", "with preset:NAME only: bpe:VOCAB_SIZE, trained on the "
+                                      "training texts, or a tokenizer SPEC",
+                          Parses(bpe_vocab_size))
+    lora_rank: int = knob(8, "rank of the LoRA adapters", POSITIVE)
+    lora_alpha: float = knob(16.0, "LoRA scaling: the update is alpha / rank x B A", POSITIVE)
+    lora_dropout: float = knob(0.0, "dropout on the LoRA adapters' input", DECAY)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 def init_from(spec: str, *, tokenizer: str = "bpe:2048",

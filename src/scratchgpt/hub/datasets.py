@@ -7,6 +7,10 @@ as GPT-2's weights (:func:`.download.fetch_files`) into ``$SCRATCHGPT_CACHE/data
 * ``spamassassin``: the SpamAssassin public corpus, five ``.tar.bz2`` groups of raw emails
   (``easy_ham``, ``easy_ham_2``, ``hard_ham``, ``spam``, ``spam_2``). Apache publishes no
   checksums and we ship none: each tarball is checked to be a bzip2 tar that reads to its end.
+* ``instructions``: the book's 1,100 instruction/response pairs (``instruction-data.json``),
+  checked against the sha256 we ship.
+* ``alpaca``: Stanford Alpaca's 52,002 pairs (``alpaca_data.json``); the file has changed
+  upstream over time, so no sha256 is shipped: every record is validated instead.
 
 Only fetching and checking live here; reading the messages is the loaders' job.
 """
@@ -24,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from scratchgpt.data.corpus import default_cache_dir
+from scratchgpt.data.instructions import InstructionDataError, load_instructions
 from scratchgpt.hub.download import (
     CHUNK,
     Check,
@@ -40,6 +45,12 @@ SMS_SPAM_ZIP = "sms+spam+collection.zip"
 SMS_SPAM_FILE = "SMSSpamCollection"
 # UCI's SMSSpamCollection v.1 (5,574 messages, 477,907 bytes), computed from the file in the zip.
 SMS_SPAM_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+BOOK_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
+            "01_main-chapter-code/")
+ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/"
+INSTRUCTIONS_FILE = "instruction-data.json"
+INSTRUCTIONS_SHA256 = "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"
+ALPACA_FILE = "alpaca_data.json"
 SPAMASSASSIN_FILES = ("20030228_easy_ham.tar.bz2", "20030228_easy_ham_2.tar.bz2",
                       "20030228_hard_ham.tar.bz2", "20030228_spam.tar.bz2",
                       "20050311_spam_2.tar.bz2")
@@ -78,12 +89,21 @@ def _check_tar_bz2(path: Path) -> None:
         raise ContentError(f"{expected}, found one holding no files")
 
 
+def _check_instructions(path: Path) -> None:
+    """Instruction records that every fine-tuning can read (:func:`load_instructions`)."""
+    try:
+        load_instructions(path)
+    except InstructionDataError as err:
+        raise ContentError(f"expected instruction records, found: {err}") from None
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A public dataset as its publisher ships it, and what we check in each of its files."""
 
     urls: Mapping[str, str]  # {file name: the publisher's URL}, fetched in this order
     reads: str | None  # what a loader reads: one file of the download, or None for the directory
+    kind: str  # "labelled" (texts with classes) or "instructions" (instruction/response pairs)
     extract: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # {file: (zip, member)}
     sha256: Mapping[str, str] = field(default_factory=dict)  # the sha256 we ship, by file name
     checks: Mapping[str, Check] = field(default_factory=dict)  # content checks, by file name
@@ -98,6 +118,7 @@ DATASETS: dict[str, Dataset] = {
     "sms-spam": Dataset(
         urls={SMS_SPAM_ZIP: UCI_URL + SMS_SPAM_ZIP},
         reads=SMS_SPAM_FILE,
+        kind="labelled",
         extract={SMS_SPAM_FILE: (SMS_SPAM_ZIP, SMS_SPAM_FILE)},
         sha256={SMS_SPAM_FILE: SMS_SPAM_SHA256},
         checks={SMS_SPAM_ZIP: partial(_check_zip, member=SMS_SPAM_FILE,
@@ -106,9 +127,34 @@ DATASETS: dict[str, Dataset] = {
     "spamassassin": Dataset(
         urls={file: SPAMASSASSIN_URL + file for file in SPAMASSASSIN_FILES},
         reads=None,
+        kind="labelled",
         checks=dict.fromkeys(SPAMASSASSIN_FILES, _check_tar_bz2),
     ),
+    "instructions": Dataset(
+        urls={INSTRUCTIONS_FILE: BOOK_URL + INSTRUCTIONS_FILE},
+        reads=INSTRUCTIONS_FILE,
+        kind="instructions",
+        sha256={INSTRUCTIONS_FILE: INSTRUCTIONS_SHA256},
+        checks={INSTRUCTIONS_FILE: _check_instructions},
+    ),
+    "alpaca": Dataset(
+        urls={ALPACA_FILE: ALPACA_URL + ALPACA_FILE},
+        reads=ALPACA_FILE,
+        kind="instructions",
+        checks={ALPACA_FILE: _check_instructions},
+    ),
 }
+
+
+def dataset_names(kind: str) -> list[str]:
+    """The shipped datasets of one kind: ``labelled`` or ``instructions``."""
+    return [name for name, dataset in DATASETS.items() if dataset.kind == kind]
+
+
+def dataset_path(data: str, kind: str) -> Path:
+    """What ``--data`` names: a shipped dataset of ``kind``, found in the download cache
+    (:func:`find_dataset`), or else a path."""
+    return find_dataset(data) if data in dataset_names(kind) else Path(data)
 
 
 def datasets_dir() -> Path:

@@ -45,7 +45,7 @@ from scratchgpt.hub.download import (
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import is_run_dir, load_run
+from scratchgpt.run_dir import is_run_dir, load_run, run_prompt_style
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -77,6 +77,13 @@ def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
         raise ValueError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                          f"model only {model.config.vocab_size}; they do not belong together")
     return model, tokenizer
+
+
+def model_prompt_style(spec: str | Path) -> str | None:
+    """The prompt style ``spec`` was instruction-tuned with (a run directory's), or None for a
+    base model."""
+    directory = resolve_model(spec)
+    return run_prompt_style(directory) if is_run_dir(directory) else None
 
 
 def resolve_model(spec: str | Path) -> Path:

@@ -154,6 +154,9 @@ class MultiHeadAttention(nn.Module):
     * ``rope``, if given, rotates queries and keys by their positions.
     * With a :class:`KVCache`, ``x`` holds only the new tokens: their keys and values are
       appended to the cache and the queries attend over everything cached so far.
+    * When the cache holds padding (a left-padded batch), it also supplies each token's
+      position (for ``rope``) and a ``[B, 1, T, T_keys]`` mask that hides padding keys as well
+      as the future; without padding no mask is built and the causal fast paths run.
     * ``out_proj`` (GPT-2's ``c_proj``) mixes the heads' outputs.
     """
 
@@ -189,19 +192,28 @@ class MultiHeadAttention(nn.Module):
         qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, T, head_dim]
         offset = kv_cache.length if kv_cache is not None else 0
+        # Set by the model (KVCache.add_tokens) when some row is padded; None otherwise.
+        padding_mask = kv_cache.attn_mask if kv_cache is not None else None
         if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
+            positions = kv_cache.positions if kv_cache is not None else None
+            q, k = self.rope(q, offset, positions), self.rope(k, offset, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
         dropout_p = self.dropout if self.training else 0.0
 
         weights = None
         if return_weights:  # spelled out, as in CausalAttention, to keep the weights
-            mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
+            mask = padding_mask
+            if mask is None:
+                mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
             scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p)
             context = weights @ v
+        elif padding_mask is not None:  # a padded batch: causal and no padding keys, per row
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=padding_mask, dropout_p=dropout_p
+            )
         elif offset == 0 or num_tokens == 1:
             # No cache yet: plain causal attention. One new token: it may see every key.
             context = F.scaled_dot_product_attention(

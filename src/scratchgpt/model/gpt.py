@@ -80,12 +80,24 @@ class GPTModel(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The final-normalised token vectors ``[B, T, emb_dim]``, just before ``out_head``.
 
         Useful on its own: a classifier replaces ``out_head``, embeddings pool these.
+        ``kv_cache`` and ``attention_mask`` are as in :meth:`forward`.
         """
         batch, num_tokens = idx.shape
+        if attention_mask is not None:
+            if attention_mask.shape != idx.shape:
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                                 f"expected that of idx, {tuple(idx.shape)}")
+            if kv_cache is None:  # padding state lives in a cache: a throwaway one here
+                kv_cache = self.new_kv_cache(batch, max_len=num_tokens, device=idx.device)
         offset = 0
         if kv_cache is not None:
             offset = kv_cache.length
@@ -99,9 +111,12 @@ class GPTModel(nn.Module):
                 f"exceeds the model's context_length {self.config.context_length}; "
                 "crop the input to the last context_length tokens"
             )
+        positions = None  # per-row positions [B, T] when some row is padded, else None
+        if kv_cache is not None:
+            positions = kv_cache.add_tokens(num_tokens, attention_mask)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(num_tokens, offset)
+            x = x + self.pos_emb(num_tokens, offset, positions)
         x = self.drop_emb(x)
         for layer_idx, block in enumerate(self.blocks):
             x = block(x, kv_cache, layer_idx)
@@ -109,13 +124,26 @@ class GPTModel(nn.Module):
             kv_cache.advance(num_tokens)
         return self.final_norm(x)
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits ``[B, T, vocab_size]`` for token ids ``idx`` ``[B, T]``.
 
         With ``kv_cache``, ``idx`` holds only the tokens after the cached ones: their
         positions continue from ``kv_cache.length`` and the cache is extended in place.
+
+        ``attention_mask`` ``[B, T]`` (bool or 0/1; 1 = real token, 0 = padding) batches
+        sequences of different lengths, *left*-padded so that they all end in the last
+        column. Each row's positions count only its real tokens and no token attends to
+        padding, so a padded row computes what it would alone (the logits at pads are
+        meaningless). With a cache, the padding is remembered: later steps pass only the
+        new tokens (mask None = all real). Without a mask and without cached padding, the
+        plain causal path runs and no mask is built: training is unchanged.
         """
-        return self.out_head(self.hidden_states(idx, kv_cache))
+        return self.out_head(self.hidden_states(idx, kv_cache, attention_mask))
 
     def new_kv_cache(
         self,

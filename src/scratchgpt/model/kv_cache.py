@@ -7,6 +7,14 @@ per layer and attends over the stored keys and values.
 
 The buffers are allocated once, at full size ``[batch, heads, max_len, head_dim]`` per layer,
 and filled in place: no concatenation, no reallocation while generating.
+
+Batches of prompts of different lengths are *left*-padded, so that every row's last token
+sits in the same slot and one new token per row can be appended to all rows at once. The
+cache then also keeps per-row state: which slots hold real tokens (padding is never attended
+to) and the position each row's next token takes (a row's positions count only its real
+tokens, so it computes what its prompt alone would). That per-row state, together with
+:meth:`KVCache.keep_rows` to drop finished rows, is what a server's continuous batching
+builds on: rows come and go while the others keep their cached keys.
 """
 
 from __future__ import annotations
@@ -15,12 +23,23 @@ import torch
 
 
 class KVCache:
-    """Per-layer key/value buffers plus ``length``, the number of positions already stored.
+    """Per-layer key/value buffers plus ``length``, the number of slots already stored.
 
-    Protocol: during one forward pass every layer calls :meth:`update` with the keys and
-    values of the new tokens (written at positions ``length ...``); when all layers are done
-    the model calls :meth:`advance`. ``length`` is therefore also the position of the first
-    new token. Use ``GPTModel.new_kv_cache`` to build one of the right shape.
+    Protocol: at the start of a forward pass the model calls :meth:`add_tokens` (which says
+    which of the new tokens are padding), then every layer calls :meth:`update` with the keys
+    and values of the new tokens (written at slots ``length ...``), and when all layers are
+    done the model calls :meth:`advance`. Without padding, ``length`` is also the position
+    of the first new token. Use ``GPTModel.new_kv_cache`` to build one of the right shape.
+
+    Padding state, made only once padding first appears (before that, all slots are real and
+    a token's position is its slot, and nothing per-row is computed):
+
+    * ``real`` ``[B, max_len]`` bool: True where the slot holds a real token.
+    * ``next_position`` ``[B]``: the position of each row's next real token.
+
+    For the forward in progress :meth:`add_tokens` also sets ``positions`` ``[B, T_new]``
+    (the new tokens' positions) and ``attn_mask`` ``[B, 1, T_new, length + T_new]`` (True
+    where a new token may attend); both are None when no row is padded.
     """
 
     def __init__(
@@ -39,6 +58,47 @@ class KVCache:
         self.batch_size = batch_size
         self.max_len = max_len
         self.length = 0
+        self.real: torch.Tensor | None = None
+        self.next_position: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
+        self.attn_mask: torch.Tensor | None = None
+
+    def add_tokens(
+        self, num_new: int, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Record which of the next ``num_new`` tokens are real (``attention_mask``
+        ``[B, num_new]``, 1 = real, 0 = padding; None = all real) and return their positions
+        ``[B, num_new]``, or None when no row has padding (positions are then the slots).
+
+        A real token's position is the number of real tokens before it in its row; a pad
+        gets the position of the row's next real token (any valid position would do, since
+        nothing attends to it). The attention mask lets a new token see the real tokens up
+        to its own slot, and always itself: a pad query has no real key to its left, and a
+        softmax over no key at all would be NaN.
+        """
+        if attention_mask is None and self.real is None:
+            self.positions = self.attn_mask = None
+            return None
+        self._check_room(num_new)
+        device = self.keys[0].device
+        if self.real is None or self.next_position is None:  # padding appears: so far all real
+            self.real = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=device)
+            self.real[:, : self.length] = True
+            self.next_position = torch.full((self.batch_size,), self.length, device=device)
+        if attention_mask is None:
+            new_real = torch.ones(self.batch_size, num_new, dtype=torch.bool, device=device)
+        else:
+            new_real = attention_mask.to(device=device, dtype=torch.bool)
+        end = self.length + num_new
+        self.real[:, self.length : end] = new_real
+        real_so_far = new_real.long().cumsum(dim=1)  # real tokens up to and including each
+        self.positions = self.next_position[:, None] + real_so_far - new_real.long()
+        self.next_position = self.next_position + real_so_far[:, -1]
+        query_slot = torch.arange(self.length, end, device=device)[:, None]
+        key_slot = torch.arange(end, device=device)[None, :]
+        visible = (key_slot <= query_slot) & self.real[:, None, :end]  # [B, T_new, end]
+        self.attn_mask = (visible | (key_slot == query_slot))[:, None]  # one mask for all heads
+        return self.positions
 
     def update(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor
@@ -47,11 +107,7 @@ class KVCache:
         positions; return all of that layer's keys and values so far, ``[B, H, length+T_new, hd]``.
         """
         num_new = keys.shape[2]
-        if self.length + num_new > self.max_len:
-            raise ValueError(
-                f"KV cache is full: {self.length} cached + {num_new} new positions exceed "
-                f"max_len={self.max_len}; reset() it or build a larger one"
-            )
+        self._check_room(num_new)
         # narrow(dim, start, length) is the view [:, :, start:start+length], made cheaply.
         self.keys[layer].narrow(2, self.length, num_new).copy_(keys)
         self.values[layer].narrow(2, self.length, num_new).copy_(values)
@@ -61,7 +117,27 @@ class KVCache:
     def advance(self, n_new: int) -> None:
         """Count ``n_new`` freshly written positions as cached (called once per forward)."""
         self.length += n_new
+        self.positions = self.attn_mask = None
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep only the batch rows ``rows`` (in that order), dropping the others' keys, values
+        and padding state: a finished sequence leaves the batch and stops costing compute."""
+        index = torch.tensor(rows, device=self.keys[0].device)
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+        if self.real is not None and self.next_position is not None:
+            self.real = self.real.index_select(0, index)
+            self.next_position = self.next_position.index_select(0, index)
+        self.batch_size = len(rows)
+
+    def _check_room(self, num_new: int) -> None:
+        if self.length + num_new > self.max_len:
+            raise ValueError(
+                f"KV cache is full: {self.length} cached + {num_new} new positions exceed "
+                f"max_len={self.max_len}; reset() it or build a larger one"
+            )
 
     def reset(self) -> None:
         """Forget everything; the buffers are kept and overwritten."""
         self.length = 0
+        self.real = self.next_position = self.positions = self.attn_mask = None

@@ -12,7 +12,10 @@ same way. Position information fixes that:
   depends only on how far apart the two tokens are.
 
 Every module takes an ``offset``: the position of the first token it is given. With a
-KV cache the new tokens start at the cache length, not at 0.
+KV cache the new tokens start at the cache length, not at 0. In a left-padded batch each row
+has positions of its own (a row's padding does not count), so every module also accepts
+``positions`` ``[B, T]``, one position id per token: a padded row then gets exactly the
+positions its prompt alone would.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(context_length, emb_dim))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
-        """Vectors for positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``."""
+    def forward(
+        self, seq_len: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Vectors for positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``;
+        or, given ``positions`` ``[B, seq_len]``, each token's own: ``[B, seq_len, emb_dim]``."""
+        if positions is not None:
+            return self.weight[positions]
         return self.weight[offset : offset + seq_len]
 
 
@@ -55,8 +63,13 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(context_length, emb_dim), persistent=False)
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
-        """Encodings of positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``."""
+    def forward(
+        self, seq_len: int, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encodings of positions ``offset, ..., offset + seq_len - 1``: ``[seq_len, emb_dim]``;
+        or, given ``positions`` ``[B, seq_len]``, each token's own: ``[B, seq_len, emb_dim]``."""
+        if positions is not None:
+            return self.table[positions]
         return self.table[offset : offset + seq_len]
 
 
@@ -87,9 +100,16 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate ``x`` (``[..., seq_len, head_dim]``) whose first row sits at ``offset``."""
-        seq_len = x.shape[-2]
-        cos = self.cos[offset : offset + seq_len].to(x.dtype)  # bf16 under autocast
-        sin = self.sin[offset : offset + seq_len].to(x.dtype)
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rotate ``x`` (``[..., seq_len, head_dim]``) whose first row sits at ``offset``;
+        or, for ``x`` ``[B, heads, seq_len, head_dim]``, each token by its own position in
+        ``positions`` ``[B, seq_len]`` (the same for every head)."""
+        if positions is not None:
+            cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        else:
+            seq_len = x.shape[-2]
+            cos, sin = self.cos[offset : offset + seq_len], self.sin[offset : offset + seq_len]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast
         return x * cos + rotate_half(x) * sin

@@ -1,10 +1,15 @@
-"""Which weights of a :class:`GPTClassifier` fine-tuning updates (chapter 6, appendix E).
+"""Which weights a fine-tuning updates (chapters 6 and 7, appendix E).
+
+A :class:`GPTClassifier` (chapter 6) takes any of:
 
     head           the classification head only (a linear probe on the pretrained features)
     last-block     the book's choice: the last transformer block, the final LayerNorm, the head
     last-blocks:N  the same with the last N blocks
     all            every weight
     lora           low-rank adapters in every block's projections, and the head
+
+A language model being instruction-tuned (chapter 7) takes ``all`` or ``lora`` (adapters
+only: its output layer is tied to, or as large as, the token embeddings).
 
 The fewer weights train, the faster a step and the less a small data set can overfit; the more,
 the further the model can move from its pretraining. The rest are frozen
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scratchgpt.model.classifier import GPTClassifier
+from scratchgpt.model.gpt import GPTModel
 from scratchgpt.model.lora import apply_lora
 
 TRAINABLE_CHOICES: tuple[str, ...] = ("head", "last-block", "last-blocks:N", "all", "lora")
@@ -35,7 +41,7 @@ class TrainableSummary:
 
 
 def set_trainable(
-    model: GPTClassifier,
+    model: GPTClassifier | GPTModel,
     choice: str,
     *,
     lora_rank: int = 8,
@@ -49,6 +55,14 @@ def set_trainable(
     An untied ``out_head`` is never trained: the classifier does not use it.
     ``total`` counts every distinct parameter, trainable or not.
     """
+    if isinstance(model, GPTModel):
+        if choice == "lora":
+            apply_lora(model, lora_rank, lora_alpha, lora_dropout)
+        elif choice == "all":
+            model.requires_grad_(True)
+        else:
+            raise ValueError(f"a language model trains all or lora, not {choice!r}")
+        return _summary(model, choice)
     backbone = model.backbone
     if choice == "lora":
         apply_lora(backbone, lora_rank, lora_alpha, lora_dropout)
@@ -65,6 +79,10 @@ def set_trainable(
         if n_blocks:
             backbone.final_norm.requires_grad_(True)
         model.head.requires_grad_(True)
+    return _summary(model, choice)
+
+
+def _summary(model: GPTClassifier | GPTModel, choice: str) -> TrainableSummary:
     params = list(model.parameters())  # a tied (shared) tensor is yielded once
     return TrainableSummary(
         choice,

@@ -1,0 +1,129 @@
+"""Instruction records as batches of token ids and targets: the data of instruction tuning.
+
+Each example is the tokens of its record's text in a prompt style, then the end-of-text token,
+which teaches the model to stop after an answer. The targets are the inputs shifted by one
+token, as in pretraining, with ``IGNORE_INDEX`` (-100, which ``cross_entropy`` skips) wherever
+the next token is not to be learned:
+
+- the book's collate (chapter 7): a batch is padded to its longest example with end-of-text
+  tokens; the first end-of-text of an example is a target, the padding after it is not;
+- prompt masking: with ``mask_prompt``, an instruction's prompt is not learned either, only its
+  response (the book trains on the whole text, an exercise of the chapter masks it); in a
+  conversation only the assistant's answers are ever learned;
+- safe truncation: an example longer than the context is cut from the left when every token
+  of its final answer and its end-of-text stay targets (the token before the answer is kept
+  too, to predict its first); otherwise it is left out, and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from scratchgpt.data.instructions import InstructionRecord, Record, record_segments
+from scratchgpt.data.prompt_styles import PromptStyle
+from scratchgpt.tokenizers import Tokenizer
+
+IGNORE_INDEX = -100  # the target that torch.nn.functional.cross_entropy leaves out of the loss
+
+
+class InstructionExamples:
+    """Tokenized instruction records, for :class:`~scratchgpt.data.batches.ShuffledBatches`.
+
+    ``batch(indices)`` gives ``(inputs [B, T], targets [B, T])`` with ``T`` the longest example
+    of the batch, at most ``context_length``. ``truncated`` counts the examples cut from the
+    left to fit the context, ``dropped`` those left out because their final answer and
+    end-of-text alone would not fit.
+    """
+
+    example_name = "example"
+    remedy = "use more instruction records or a smaller --batch-size"
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        tokenizer: Tokenizer,
+        style: PromptStyle,
+        context_length: int,
+        mask_prompt: bool = False,
+    ) -> None:
+        if tokenizer.eot_id is None:
+            raise ValueError(
+                "this tokenizer has no end-of-text token (<|endoftext|>): instruction tuning "
+                "needs one to mark where an answer ends, so that generation knows when to stop; "
+                "use GPT-2's tokenizer, or train one with <|endoftext|> among its special tokens "
+                "(scratchgpt train-tokenizer does by default)"
+            )
+        if not records:
+            raise ValueError("no instruction records to make examples of")
+        self.eot_id = tokenizer.eot_id
+        self.ids: list[list[int]] = []
+        self.trained: list[list[bool]] = []  # whether each token is learned (as a target)
+        self.truncated = 0
+        needs: list[int] = []  # the context each dropped example would need
+        for record in records:
+            ids, trained, answer_start = tokenize_record(record, tokenizer, style, mask_prompt)
+            ids, trained = [*ids, self.eot_id], [*trained, True]  # the end of the answer: learned
+            keep = context_length + 1  # inputs and targets are the tokens shifted by one
+            if len(ids) > keep:
+                if answer_start <= len(ids) - keep:  # its first token would be no target
+                    needs.append(len(ids) - answer_start)
+                    continue
+                ids, trained = ids[-keep:], trained[-keep:]
+                self.truncated += 1
+            self.ids.append(ids)
+            self.trained.append(trained)
+        self.dropped = len(needs)
+        if not self.ids:
+            raise ValueError(
+                f"all {len(records)} instruction examples are dropped: even with its prompt cut, "
+                f"each one's final answer and end-of-text are more than the context of "
+                f"{context_length} tokens can learn (the shortest needs a context of "
+                f"{min(needs)}); use a model with a larger context length, or records "
+                "with shorter answers"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [int(i) for i in indices]
+        return collate([self.ids[i] for i in rows], [self.trained[i] for i in rows], self.eot_id)
+
+
+def tokenize_record(
+    record: Record, tokenizer: Tokenizer, style: PromptStyle, mask_prompt: bool
+) -> tuple[list[int], list[bool], int]:
+    """The token ids of the record's text in ``style``, whether each is learned, and where its
+    final answer starts. Answers are learned; an instruction's prompt too, unless
+    ``mask_prompt``; a conversation's other turns never."""
+    ids: list[int] = []
+    trained: list[bool] = []
+    answer_start = 0
+    for segment in record_segments(record, style):
+        if segment.trained:
+            answer_start = len(ids)
+        learned = segment.trained or (isinstance(record, InstructionRecord) and not mask_prompt)
+        segment_ids = tokenizer.encode_ordinary(segment.text)
+        ids += segment_ids
+        trained += [learned] * len(segment_ids)
+    return ids, trained, answer_start
+
+
+def collate(
+    ids: Sequence[list[int]], trained: Sequence[list[bool]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The book's ``custom_collate_fn``: inputs are each example's tokens but the last, targets
+    its tokens but the first, where a token not ``trained`` is ``IGNORE_INDEX``. Rows are
+    padded to the longest, inputs with ``pad_id``, targets with ``IGNORE_INDEX``."""
+    length = max(len(row) for row in ids) - 1
+    inputs = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    targets = torch.full((len(ids), length), IGNORE_INDEX, dtype=torch.long)
+    for row, (tokens, learned) in enumerate(zip(ids, trained, strict=True)):
+        inputs[row, : len(tokens) - 1] = torch.tensor(tokens[:-1], dtype=torch.long)
+        next_tokens = torch.tensor(tokens[1:], dtype=torch.long)
+        targets[row, : len(tokens) - 1] = torch.where(
+            torch.tensor(learned[1:], dtype=torch.bool), next_tokens, IGNORE_INDEX
+        )
+    return inputs, targets

@@ -1,0 +1,337 @@
+"""``scratchgpt finetune instruct``: a GPT taught to follow instructions (chapter 7).
+
+The steps, each a library call of its own:
+
+1. read instruction records (:mod:`scratchgpt.data.instructions`: ``{instruction, input,
+   output}`` records as a JSON list or JSON Lines, or ``{messages: [...]}`` conversations),
+   every record validated,
+2. split them, seeded, 85/5/10 into train, validation and test; the split is saved in the run
+   directory,
+3. turn each record into text with a prompt style (:mod:`scratchgpt.data.prompt_styles`:
+   ``alpaca``, ``phi3``, ``chatml``) and into padded batches whose loss falls on the answers
+   (:mod:`scratchgpt.data.instruction_batches`),
+4. start from a language model (:mod:`.init_from`), train all of its weights or LoRA adapters,
+   with the same :class:`~scratchgpt.training.trainer.Trainer` as pretraining, on the
+   :class:`InstructionTask`; each evaluation answers a few fixed validation instructions
+   (``samples.txt``),
+5. answer every test instruction with the best checkpoint, in batches, into
+   ``test-responses.json`` (what ``scratchgpt evaluate judge`` reads), and score the answers
+   against the references (ROUGE-L, exact match) in ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratchgpt.config import ModelConfig
+from scratchgpt.config_files import load_toml
+from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
+from scratchgpt.data.instruction_batches import IGNORE_INDEX, InstructionExamples
+from scratchgpt.data.instructions import (
+    Record,
+    load_instruction_splits,
+    load_instructions,
+    record_fields,
+    record_prompt,
+    record_reference,
+    save_instruction_splits,
+    split_records,
+)
+from scratchgpt.data.prompt_styles import PROMPT_STYLES, PromptStyle, get_prompt_style
+from scratchgpt.evaluation.rouge import response_scores
+from scratchgpt.finetune.init_from import FinetuneModel, init_from
+from scratchgpt.generation import generate_batch_text
+from scratchgpt.hub.datasets import dataset_path
+from scratchgpt.model import GPTModel
+from scratchgpt.model.trainable import set_trainable
+from scratchgpt.progress import progress_bar
+from scratchgpt.run_dir import (
+    CONFIG_FILE,
+    HEAD,
+    MODEL_TABLES,
+    RESOLVED_MODEL,
+    SPLIT_DIR,
+    TOKENIZER_FILE,
+    load_run,
+    run_prompt_style,
+    write_whole,
+)
+from scratchgpt.settings import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    OneOf,
+    Sections,
+    SettingError,
+    check_settings,
+    knob,
+    load_sections,
+)
+from scratchgpt.tokenizers import Tokenizer
+from scratchgpt.training import distributed
+from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.language_modeling import next_token_loss
+from scratchgpt.training.runner import Setup, log, run_job
+from scratchgpt.training.trainer import Batch, FitResult
+
+TEST_RESPONSES = "test-responses.json"
+EVAL_FILE = "eval.json"
+SAMPLE_RECORDS = 3  # validation instructions answered at every evaluation
+
+
+@dataclass
+class InstructData:
+    """Which records, how they are split, and how each becomes text."""
+
+    data: str = knob("instructions", "instructions or alpaca (after `scratchgpt download "
+                                     "NAME`), or a JSON list or JSON Lines file of {instruction, "
+                                     "input, output} records or {messages: [...]} conversations")
+    prompt_style: str = knob("alpaca", "how a record becomes text: alpaca (the book's), phi3 "
+                                       "or chatml; recorded in the run for chat and serve",
+                             OneOf(tuple(PROMPT_STYLES)))
+    mask_prompt: bool = knob(False, "put the loss on the responses only, not on the prompts "
+                                    "(conversations always train on the assistant's turns only)")
+    limit: int | None = knob(None, "use only the first N records (default: all)", POSITIVE)
+    val_fraction: float = knob(0.05, "share of the records held out for validation", FRACTION)
+    test_fraction: float = knob(0.1, "share of the records held out for the final test",
+                                FRACTION)
+    epochs: float = knob(2, "passes over the training records; sets --max-steps (0: train "
+                            "--max-steps steps instead)", NON_NEGATIVE)
+    max_new_tokens: int = knob(128, "the longest response generated for a validation sample "
+                                    "or a test entry", POSITIVE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise SettingError("test_fraction", f"val_fraction + test_fraction must leave "
+                                                f"records to train on, got {self.val_fraction} "
+                                                f"+ {self.test_fraction}")
+
+
+@dataclass
+class InstructModel(FinetuneModel):
+    """What to start from, and which of its weights learn."""
+
+    train: str = knob("all", "which weights learn: all (full fine-tuning) or lora (low-rank "
+                             "adapters, under 1% of the weights)", OneOf(("all", "lora")))
+
+
+# The book's chapter-7 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-5, "schedule": "constant", "warmup_steps": 0, "batch_size": 8,
+    "weight_decay": 0.1, "eval_every": 50, "eval_batches": 5,
+}
+
+
+@dataclass
+class InstructConfig(Sections):
+    """Everything ``scratchgpt finetune instruct`` needs; saved as ``RUN_DIR/config.toml``."""
+
+    data: InstructData
+    model: InstructModel
+    train: TrainConfig
+
+
+SECTIONS = {"data": InstructData, "model": InstructModel, "train": TrainConfig}
+
+
+def load_instruct_config(path: str | Path | None,
+                         overrides: dict[str, dict[str, Any]]) -> InstructConfig:
+    """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
+    (if any), then ``overrides`` (the command line's flags)."""
+    return InstructConfig(**load_sections(SECTIONS, path, overrides, ignore=MODEL_TABLES,
+                                          defaults={"train": TRAIN_DEFAULTS}))
+
+
+def read_records(config: InstructData) -> list[Record]:
+    """The records ``config.data`` names (a shipped dataset from the download cache, or a
+    path), the first ``config.limit`` of them."""
+    return load_instructions(dataset_path(config.data, "instructions"))[: config.limit]
+
+
+def respond(model: GPTModel, tokenizer: Tokenizer, style: PromptStyle, records: Sequence[Record],
+            *, max_new_tokens: int, batch_size: int = 16, show_progress: bool = False) -> list[str]:
+    """The model's answer (greedy) to each record's prompt, generated ``batch_size`` at a time
+    (left-padded rows decoded together, each with its own KV cache rows) and cut at the
+    style's stop strings."""
+    prompts = [record_prompt(record, style) for record in records]
+    responses: list[str] = []
+    with progress_bar(total=len(prompts), desc="responses", unit="response",
+                      disable=not show_progress) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            texts = generate_batch_text(model, tokenizer, chunk, max_new_tokens,
+                                        stop=style.stop)
+            responses += [text.strip() for text in texts]
+            bar.update(len(chunk))
+    return responses
+
+
+class InstructionTask:
+    """Next-token cross-entropy on the trained positions of instruction examples; the loss on
+    fixed train and validation examples, and answers to a few validation instructions.
+
+    The best checkpoint is the one with the lowest validation loss.
+    """
+
+    best_metric = "val_loss"
+    higher_is_better = False
+    progress_metrics: tuple[str, ...] = ()
+
+    def __init__(self, train: InstructionExamples, val: InstructionExamples, *, batch_size: int,
+                 eval_examples: int, seed: int, tokenizer: Tokenizer, style: PromptStyle,
+                 sample_records: Sequence[Record], max_new_tokens: int) -> None:
+        self.data = {"train": train, "val": val}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.eval_sets = {name: evaluation_batches(examples, eval_examples, batch_size)
+                          for name, examples in self.data.items()}
+        self.tokenizer = tokenizer
+        self.style = style
+        self.sample_records = list(sample_records)
+        self.max_new_tokens = max_new_tokens
+
+    def train_stream(self, rank: int, world_size: int) -> ShuffledBatches:
+        return ShuffledBatches(self.data["train"], self.batch_size, seed=self.seed, rank=rank,
+                               world_size=world_size)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return next_token_loss(model, batch)  # positions marked IGNORE_INDEX do not count
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """The mean loss per trained token (not per batch: examples differ in length)."""
+        device = next(model.parameters()).device
+        metrics = {}
+        for name, examples in self.data.items():
+            total, count = 0.0, 0
+            for indices in self.eval_sets[name]:
+                inputs, targets = (t.to(device) for t in examples.batch(indices))
+                logits = model(inputs).float()
+                total += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                               reduction="sum"))
+                count += int((targets != IGNORE_INDEX).sum())
+            metrics[f"{name}_loss"] = total / max(count, 1)
+        return metrics
+
+    def sample(self, model: nn.Module) -> str | None:
+        """The model's answers to the first validation instructions, beside the references."""
+        if not self.sample_records or not isinstance(model, GPTModel):
+            return None
+        responses = respond(model, self.tokenizer, self.style, self.sample_records,
+                            max_new_tokens=self.max_new_tokens)
+        return "\n\n".join(_sample_text(record, response)
+                           for record, response in zip(self.sample_records, responses,
+                                                       strict=True))
+
+
+def _sample_text(record: Record, response: str) -> str:
+    fields = record_fields(record)
+    prompt = fields["instruction"] + (f"\n{fields['input']}" if fields["input"] else "")
+    return f">>> {prompt}\n--- response:\n{response}\n--- reference:\n{record_reference(record)}"
+
+
+@dataclass
+class InstructJob:
+    """Instruction-tuning a language model (a :class:`~.runner.Job`)."""
+
+    config: InstructConfig
+    command = "finetune instruct"
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
+
+    def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
+        data, choice, train = self.config.data, self.config.model, self.config.train
+        style = get_prompt_style(data.prompt_style)
+        if resume_dir is not None:  # the run's own split, tokenizer and model shape
+            splits = load_instruction_splits(resume_dir / SPLIT_DIR)
+            tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
+            saved = load_toml(resume_dir / CONFIG_FILE)
+            model = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
+        else:
+            splits = split_records(read_records(data), seed=train.seed,
+                                   fractions=(1 - data.val_fraction - data.test_fraction,
+                                              data.val_fraction, data.test_fraction))
+            torch.manual_seed(train.seed)  # a preset's random start is reproducible
+            texts = [text for record in splits.train for text in record_fields(record).values()]
+            model, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer, texts=texts)
+        summary = set_trainable(model, choice.train, lora_rank=choice.lora_rank,
+                                lora_alpha=choice.lora_alpha, lora_dropout=choice.lora_dropout)
+        context = model.config.context_length
+
+        def examples(records: Sequence[Record]) -> InstructionExamples:
+            return InstructionExamples(records, tokenizer, style, context, data.mask_prompt)
+
+        train_examples, val_examples = examples(splits.train), examples(splits.val)
+        if process.is_main:
+            log(f"{len(splits.train):,} training, {len(splits.val):,} validation and "
+                f"{len(splits.test):,} test records; prompt style {style.name}"
+                + (", loss on the responses only" if data.mask_prompt else ""))
+            for name, part in (("training", train_examples), ("validation", val_examples)):
+                if part.truncated or part.dropped:
+                    log(f"{name}: {part.truncated} records longer than the context of "
+                        f"{context} tokens cut from the left, {part.dropped} dropped (their "
+                        "response and end-of-text would not fit)")
+            log(str(summary))
+        global_batch = train.batch_size * train.grad_accum_steps * process.world_size
+        if data.epochs > 0:
+            train.max_steps = max(1, math.ceil(data.epochs * len(train_examples) / global_batch))
+        task = InstructionTask(train_examples, val_examples, batch_size=train.batch_size,
+                               eval_examples=train.eval_batches * global_batch, seed=train.seed,
+                               tokenizer=tokenizer, style=style,
+                               sample_records=splits.val[:SAMPLE_RECORDS],
+                               max_new_tokens=data.max_new_tokens)
+        head = {"kind": "language_model", "prompt_style": style.name, "trainable": choice.train,
+                "lora_rank": choice.lora_rank, "lora_alpha": choice.lora_alpha,
+                "lora_dropout": choice.lora_dropout}
+        tables = {**self.config.to_tables(), RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
+        return Setup(model, task, tokenizer, tables,
+                     write=lambda run_dir: save_instruction_splits(splits, run_dir / SPLIT_DIR))
+
+
+def write_test_responses(run_dir: Path, *, max_new_tokens: int,
+                         show_progress: bool = True) -> dict[str, float]:
+    """Answer every test record of a run with its best checkpoint: ``test-responses.json``
+    (instruction, input, output: the reference, response) and the scores of the answers
+    against the references in ``eval.json``, which are returned."""
+    model, tokenizer = load_run(run_dir)
+    if not isinstance(model, GPTModel):
+        raise ValueError(f"{run_dir} is not a language model run")
+    style = get_prompt_style(run_prompt_style(run_dir) or "alpaca")
+    records = load_instruction_splits(run_dir / SPLIT_DIR).test
+    responses = respond(model, tokenizer, style, records, max_new_tokens=max_new_tokens,
+                        show_progress=show_progress)
+    entries = [{**record_fields(record), "response": response}
+               for record, response in zip(records, responses, strict=True)]
+    scores = response_scores((entry["output"], entry["response"]) for entry in entries)
+    _write_json(run_dir / TEST_RESPONSES, entries)
+    _write_json(run_dir / EVAL_FILE, scores)
+    return scores
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_whole(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def finetune_instruct(config: InstructConfig, run_dir: Path, *, resume: bool = False,
+                      show_progress: bool = True) -> FitResult:
+    """Instruction-tune (or, with ``resume``, continue) a model in ``run_dir``, then answer
+    the test split with its best checkpoint (``test-responses.json``, ``eval.json``)."""
+    result = run_job(InstructJob(config), run_dir, resume=resume, show_progress=show_progress)
+    if not result.interrupted and distributed.is_main_process():
+        scores = write_test_responses(run_dir, max_new_tokens=config.data.max_new_tokens,
+                                      show_progress=show_progress)
+        log(f"test: ROUGE-L F1 {scores['rouge_l_f1']:.3f}, exact match "
+            f"{scores['exact_match']:.3f} over {scores['count']:.0f} responses "
+            f"({run_dir / TEST_RESPONSES})")
+    return result

@@ -1,0 +1,162 @@
+"""``scratchgpt finetune instruct``, ``generate --instruction`` and ``export``, run for real.
+
+A (barely) pretrained tiny language model is instruction-tuned on a few dozen of the book's
+real records: the point is the whole path — split, batches, training, samples, checkpoints,
+LoRA, test responses, the prompt style recorded and reused — not a good assistant
+(``bench/bench_instruct.py`` measures that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from instruct_runs import TINY, cli, finetune_instruct
+
+from scratchgpt.config_files import load_toml
+from scratchgpt.data.instructions import load_instruction_splits
+from scratchgpt.data.prompt_styles import get_prompt_style
+from scratchgpt.evaluation.rouge import rouge_l
+from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.model.lora import LoRALinear
+from scratchgpt.run_dir import load_run
+from scratchgpt.tokenizers import CharTokenizer
+
+
+def test_a_run_holds_its_split_its_prompt_style_and_its_test_responses(
+        instruct_run: tuple[Path, str]) -> None:
+    run_dir, log = instruct_run
+    config = load_toml(run_dir / "config.toml")
+    assert config["head"] == {"kind": "language_model", "prompt_style": "chatml",
+                              "trainable": "all", "lora_rank": 8, "lora_alpha": 16.0,
+                              "lora_dropout": 0.0}
+    assert config["train"]["lr"] == 5e-5 and config["train"]["weight_decay"] == 0.1
+    splits = load_instruction_splits(run_dir / "split")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (34, 2, 4)  # 85/5/10
+    assert "34 training, 2 validation and 4 test records; prompt style chatml" in log
+
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 4] and metrics[-1]["val_loss"] > 0
+    samples = (run_dir / "samples.txt").read_text(encoding="utf-8")
+    first = splits.val[0]
+    assert f">>> {first.instruction}" in samples and "--- response:" in samples
+
+    responses = json.loads((run_dir / "test-responses.json").read_text(encoding="utf-8"))
+    assert [set(entry) for entry in responses] == [
+        {"instruction", "input", "output", "response"}] * 4
+    assert [entry["output"] for entry in responses] == [r.output for r in splits.test]
+    scores = json.loads((run_dir / "eval.json").read_text())
+    expected = sum(rouge_l(e["output"], e["response"]).f1 for e in responses) / 4
+    assert scores["count"] == 4 and scores["rouge_l_f1"] == pytest.approx(expected)
+
+
+def test_test_responses_are_what_the_model_answers_greedily_one_at_a_time(
+        instruct_run: tuple[Path, str]) -> None:
+    """Batched generation (left padding, a mask, a KV instruct_cache per row) gives the answers that
+    one prompt at a time gives."""
+    from scratchgpt.generation import generate_text
+
+    run_dir, _ = instruct_run
+    model, tokenizer = load_run(run_dir)
+    style = get_prompt_style("chatml")
+    responses = json.loads((run_dir / "test-responses.json").read_text(encoding="utf-8"))
+    for entry in responses:
+        prompt = style.instruction_prompt(entry["instruction"], entry["input"])
+        alone = "".join(generate_text(model, tokenizer, prompt, 8, stop=style.stop))
+        assert entry["response"] == alone.strip()
+
+
+def test_generate_wraps_an_instruction_in_the_runs_prompt_style(
+        instruct_run: tuple[Path, str], instruct_cache: Path) -> None:
+    from scratchgpt.generation import generate_text
+
+    run_dir, _ = instruct_run
+    done = cli("generate", "--model", str(run_dir), "--instruction", "--prompt",
+                "Name a fruit.", "--max-new-tokens", "6", cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    model, tokenizer = load_gpt2(run_dir)
+    style = get_prompt_style("chatml")
+    expected = "".join(generate_text(model, tokenizer, style.instruction_prompt("Name a fruit."),
+                                     6, stop=style.stop))
+    assert done.stdout == expected + "\n"
+
+
+def test_export_writes_the_chat_template_that_training_used(
+        instruct_run: tuple[Path, str], instruct_cache: Path, tmp_path: Path) -> None:
+    """transformers' own ``apply_chat_template`` renders a conversation exactly as our prompt
+    style does (litgpt #1986: a template that differs from training's)."""
+    transformers = pytest.importorskip("transformers")
+    run_dir, _ = instruct_run
+    out = tmp_path / "hf"
+    done = cli("export", str(run_dir), "--format", "hf", "--out", str(out), cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Name a fruit."},
+                {"role": "assistant", "content": "An apple."},
+                {"role": "user", "content": "And a vegetable?"}]
+    hf = transformers.AutoTokenizer.from_pretrained(out)
+    rendered = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == get_prompt_style("chatml").render(messages)
+
+
+def test_lora_trains_adapters_only_and_the_run_loads_merged(
+        instruction_records: Path, instruct_base: Path, instruct_cache: Path,
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "lora"
+    done = finetune_instruct(instruction_records, instruct_base, run_dir, "--train", "lora",
+                             "--lora-rank", "4", "--mask-prompt", cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    assert "training lora:" in done.stderr
+    from safetensors.torch import load_file
+
+    weights = load_file(run_dir / "checkpoints" / "best" / "model.safetensors")
+    assert any(name.endswith(".A") for name in weights)
+    base, _ = load_run(instruct_base)
+    model, _ = load_run(run_dir)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())  # merged
+    # frozen weights outside the adapters did not move
+    assert model.tok_emb.weight.equal(base.tok_emb.weight)
+    assert not model.blocks[0].att.qkv.weight.equal(base.blocks[0].att.qkv.weight)
+    assert (run_dir / "test-responses.json").exists()
+
+
+def test_a_bad_record_is_named_and_nothing_is_written(
+        instruct_cache: Path, instruct_base: Path, tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "Say hi.", "output": "Hi."}\n'
+                    '{"instruction": "Say bye.", "output": 3}\n', encoding="utf-8")
+    run_dir = tmp_path / "run"
+    done = finetune_instruct(data, instruct_base, run_dir, cache=instruct_cache)
+    assert done.returncode == 2
+    assert f"{data}:2: " in done.stderr and "output" in done.stderr
+    assert not run_dir.exists()
+
+
+def test_a_tokenizer_without_end_of_text_is_refused(
+        instruction_records: Path, instruct_cache: Path, tmp_path: Path) -> None:
+    tokenizer = tmp_path / "chars.json"
+    CharTokenizer.from_texts("abcdefghijklmnopqrstuvwxyz .,#:\n").save(tokenizer)
+    done = cli("finetune", "instruct", "--data", str(instruction_records), "--model",
+               "preset:nano", "--tokenizer", str(tokenizer), "--out", str(tmp_path / "run"),
+               *TINY, cache=instruct_cache)
+    assert done.returncode == 2
+    assert "end-of-text" in done.stderr
+
+
+def test_resume_continues_the_run_with_its_own_split(
+        instruction_records: Path, instruct_base: Path, instruct_cache: Path,
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumed"
+    first = finetune_instruct(instruction_records, instruct_base, run_dir, "--max-steps", "2",
+                              "--eval-every", "2", cache=instruct_cache)
+    assert first.returncode == 0, first.stderr
+    split = (run_dir / "split" / "train.jsonl").read_text(encoding="utf-8")
+    again = cli("finetune", "instruct", "--out", str(run_dir), "--resume", "--max-steps", "4",
+                cache=instruct_cache)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" in again.stderr and "(step 2)" in again.stderr
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 2, 4]
+    assert (run_dir / "split" / "train.jsonl").read_text(encoding="utf-8") == split
