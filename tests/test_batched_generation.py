@@ -11,9 +11,9 @@ from itertools import permutations
 import pytest
 import torch
 import torch.nn.functional as F
+from decoding_models import TEXT, TINY, ByteTokenizer, random_model, script_model
 from transformers import GPT2Config, GPT2LMHeadModel, RepetitionPenaltyLogitsProcessor
 
-from scratchgpt.config import ModelConfig
 from scratchgpt.generation import (
     apply_repetition_penalty,
     generate_batch,
@@ -25,15 +25,9 @@ from scratchgpt.generation import (
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.model import GPTModel, KVCache, MultiHeadAttention, RotaryEmbedding
 
-TINY = ModelConfig(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
 POS_ENCODINGS = ["learned", "sinusoidal", "rope"]
 # Different lengths; the last is longer than the context and is cropped from the left.
 PROMPTS = [[5, 17, 42, 8, 99], [3], [7, 7, 1, 30, 2, 64, 11, 90, 45], list(range(40, 60))]
-
-
-def random_model(pos_encoding: str = "learned", **changes) -> GPTModel:
-    torch.manual_seed(0)
-    return GPTModel(TINY.replace(pos_encoding=pos_encoding, **changes)).eval()
 
 
 def talkative_model(pos_encoding: str) -> GPTModel:
@@ -304,41 +298,6 @@ def test_greedy_batch_with_penalty_equals_hugging_face_generate() -> None:
 
 
 # -- text ------------------------------------------------------------------------------------
-TEXT = "Héllo, wörld! 世界 ok"
-TEXT_BYTES = TEXT.encode()  # 25 bytes: é and ö take 2, 世 and 界 take 3
-
-
-class ByteTokenizer:
-    """Token ``i`` is the ``i``-th byte of TEXT; the id after the last is <|endoftext|>."""
-
-    eot_id = len(TEXT_BYTES)
-
-    def encode(self, text: str) -> list[int]:
-        assert TEXT_BYTES.startswith(text.encode())
-        return list(range(len(text.encode())))
-
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        return b"".join(TEXT_BYTES[i : i + 1] for i in ids)
-
-
-def script_model() -> GPTModel:
-    """A real GPTModel that always follows token ``i`` with ``i + 1`` (see test_generation)."""
-    vocab = len(TEXT_BYTES) + 1
-    config = ModelConfig(vocab_size=vocab, context_length=8, emb_dim=32, n_heads=2,
-                         n_layers=1, tie_weights=False)
-    model = GPTModel(config).eval()
-    with torch.no_grad():
-        model.tok_emb.weight.zero_()
-        model.tok_emb.weight[:, :vocab] = 10 * torch.eye(vocab)
-        model.pos_emb.weight.zero_()
-        for proj in (model.blocks[0].att.out_proj, model.blocks[0].ff.out_proj):
-            proj.weight.zero_()
-            proj.bias.zero_()
-        model.out_head.weight.zero_()
-        model.out_head.weight[:, :vocab] = torch.eye(vocab).roll(-1, dims=1)
-    return model
-
-
 TEXT_PROMPTS = ["H", "Héllo", "Héllo, wö", "Héllo, wörld! 世"]
 
 

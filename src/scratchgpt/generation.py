@@ -403,6 +403,11 @@ def _cut_at_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
         yield pending
 
 
+def _stop_list(stop: str | Sequence[str]) -> list[str]:
+    """One stop string or several, as a list without empty ones."""
+    return [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+
+
 def _stop_prefix_length(text: str, stop: Sequence[str]) -> int:
     """Length of the longest end of ``text`` that begins some stop string (0 if none)."""
     longest = max((len(s) for s in stop), default=0)
@@ -436,7 +441,7 @@ def generate_text(
     """
     if not prompt:
         raise ValueError("prompt is empty: give the model some text to continue")
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+    stops = _stop_list(stop)
     tokens = generate_tokens(  # checks the arguments now; generates on the first next()
         model,
         tokenizer.encode(prompt) if isinstance(prompt, str) else prompt,
@@ -477,7 +482,7 @@ def generate_batch_text(
     for i, prompt in enumerate(prompts):
         if not prompt:
             raise ValueError(f"prompts[{i}] is empty: give the model some text to continue")
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+    stops = _stop_list(stop)
     # A stop string first appears when its last byte arrives, and each token has at least one
     # byte: the last len(stop in bytes) tokens hold it whole.
     tail = max((len(s.encode()) for s in stops), default=0)

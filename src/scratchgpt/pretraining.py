@@ -44,7 +44,6 @@ from scratchgpt.settings import (
     Sections,
     check_settings,
     knob,
-    load_sections,
 )
 from scratchgpt.tokenizers import (
     ENDOFTEXT,
@@ -135,8 +134,7 @@ class PretrainConfig(Sections):
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> PretrainConfig:
     """Defaults, then the TOML file (if any), then ``overrides`` (e.g. command-line flags).
     A run directory's ``config.toml`` works too (``--resume`` reads it)."""
-    sections = {"data": DataConfig, "model": ModelChoice, "train": TrainConfig}
-    return PretrainConfig(**load_sections(sections, path, overrides, ignore=MODEL_TABLES))
+    return PretrainConfig.load(path, overrides, ignore=MODEL_TABLES)
 
 
 def default_run_dir() -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from scratchgpt.config_files import load_toml
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Sections")
 
 
 class SettingError(ValueError):
@@ -111,6 +112,15 @@ Check = Between | OneOf | Matches | Parses
 
 class Sections:
     """A whole configuration: one settings dataclass per field, one TOML table each."""
+
+    @classmethod
+    def load(cls: type[S], path: str | Path | None, overrides: Mapping[str, Mapping[str, Any]],
+             ignore: Collection[str] = (),
+             defaults: Mapping[str, Mapping[str, Any]] | None = None) -> S:
+        """The configuration from defaults, a TOML file and flags (:func:`load_sections`),
+        one table per field, each read as the field's type."""
+        sections = {f.name: _types(cls)[f.name] for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**load_sections(sections, path, overrides, ignore, defaults))
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         """``{table: {setting: value}}``, as ``config.toml`` holds it."""

@@ -56,7 +56,6 @@ from scratchgpt.settings import (
     SettingError,
     check_settings,
     knob,
-    load_sections,
 )
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
@@ -127,15 +126,12 @@ class ClassifyConfig(Sections):
     train: TrainConfig
 
 
-SECTIONS = {"data": ClassifyData, "model": ClassifyModel, "train": TrainConfig}
-
-
 def load_classify_config(path: str | Path | None,
                          overrides: dict[str, dict[str, Any]]) -> ClassifyConfig:
     """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
     (if any), then ``overrides`` (the command line's flags)."""
-    return ClassifyConfig(**load_sections(SECTIONS, path, overrides, ignore=MODEL_TABLES,
-                                          defaults={"train": TRAIN_DEFAULTS}))
+    return ClassifyConfig.load(path, overrides, ignore=MODEL_TABLES,
+                               defaults={"train": TRAIN_DEFAULTS})
 
 
 def read_labelled(config: ClassifyData) -> LabelledTexts:

@@ -74,7 +74,6 @@ from scratchgpt.settings import (
     SettingError,
     check_settings,
     knob,
-    load_sections,
 )
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
@@ -141,15 +140,12 @@ class InstructConfig(Sections):
     train: TrainConfig
 
 
-SECTIONS = {"data": InstructData, "model": InstructModel, "train": TrainConfig}
-
-
 def load_instruct_config(path: str | Path | None,
                          overrides: dict[str, dict[str, Any]]) -> InstructConfig:
     """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
     (if any), then ``overrides`` (the command line's flags)."""
-    return InstructConfig(**load_sections(SECTIONS, path, overrides, ignore=MODEL_TABLES,
-                                          defaults={"train": TRAIN_DEFAULTS}))
+    return InstructConfig.load(path, overrides, ignore=MODEL_TABLES,
+                               defaults={"train": TRAIN_DEFAULTS})
 
 
 def read_records(config: InstructData) -> list[Record]:
