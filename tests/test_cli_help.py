@@ -12,7 +12,7 @@ import pytest
 from scratchgpt.cli import build_parser, main
 
 COMMANDS = ["info", "tokenize", "train-tokenizer", "pretrain", "generate", "download", "export",
-            "chat"]
+            "chat", "serve"]
 
 
 def help_text(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -191,6 +191,21 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from scratchgpt.serving.app import ServeSettings
+    from scratchgpt.serving.server import serve
+
+    for name in ("max_concurrency", "max_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be 1 or more, got "
+                             f"{getattr(args, name)}")
+    settings = ServeSettings(api_key=args.api_key or os.environ.get("SCRATCHGPT_API_KEY"),
+                             max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
+                             cors_origin=args.cors_origin)
+    serve(args.model, settings, host=args.host, port=args.port)
+    return 0
+
+
 def _classify(args: argparse.Namespace) -> int:
     import json
 
@@ -388,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(commands)
     _add_classify(commands)
     _add_chat(commands)
+    _add_serve(commands)
     _add_evaluate(commands)
 
     gen = _add_command(
@@ -597,6 +613,38 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
                       help="the system prompt (default: the prompt style's own, if any)")
     _add_sampling_flags(chat, max_new_tokens=256)
     chat.set_defaults(func=_chat)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = _add_command(
+        commands, "serve", help="serve a model over OpenAI's HTTP API",
+        description="Serve a run (instruction-tuned, pretrained or classifier) or a downloaded "
+                    "GPT-2 with OpenAI's API: GET /v1/models, POST /v1/chat/completions and "
+                    "/v1/completions (streaming as server-sent events), POST /v1/classify for a "
+                    "classifier, GET /health. Concurrent requests are decoded together in one "
+                    "batch. Listens on 127.0.0.1 unless --host says otherwise; prints the URL "
+                    "once ready.",
+        examples=["scratchgpt serve --model runs/assistant",
+                  "scratchgpt serve --model runs/spam --port 8001",
+                  "scratchgpt serve --model gpt2-124M --host 0.0.0.0 --api-key s3cret"],
+    )
+    serve.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default: 127.0.0.1, this machine only; "
+                            "0.0.0.0 for every network: then set --api-key)")
+    serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
+    serve.add_argument("--api-key", metavar="KEY",
+                       help="require 'Authorization: Bearer KEY' on every /v1 request "
+                            "(default: the environment variable SCRATCHGPT_API_KEY, else none)")
+    serve.add_argument("--max-concurrency", type=int, default=32, metavar="N",
+                       help="streams decoded together in one batch (default: 32); more wait, "
+                            "and beyond a queue of 64 get 429")
+    serve.add_argument("--max-tokens", type=int, default=512, metavar="N",
+                       help="the most new tokens a request may ask for (default: 512)")
+    serve.add_argument("--cors-origin", metavar="ORIGIN",
+                       help="let web pages from ORIGIN (https://example.org) call the API "
+                            "(default: none, only this server's own page)")
+    serve.set_defaults(func=_serve)
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:

@@ -87,7 +87,7 @@ def sample_next_token(
     return int(torch.multinomial(probs, num_samples=1, generator=generator))
 
 
-def _check_sampling(
+def check_sampling(
     max_new_tokens: int,
     temperature: float,
     top_k: int | None,
@@ -159,7 +159,7 @@ def _head_for_decoding(model: GPTModel) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _last_logits(
+def last_logits(
     model: GPTModel, rows: Sequence[Sequence[int]], kv_cache: KVCache | None
 ) -> torch.Tensor:
     """Logits ``[len(rows), vocab_size]`` after each row of ids (only the last position goes
@@ -209,7 +209,7 @@ def generate_tokens(
     Runs in eval mode under ``torch.inference_mode()``; the model's train/eval mode is
     restored when the stream ends.
     """
-    _check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     window = list(prompt_ids)[-model.config.context_length :]
     if not window:
         raise ValueError("prompt_ids is empty: the model needs at least one token to continue")
@@ -237,7 +237,7 @@ def _token_stream(
     try:
         with torch.inference_mode():
             kv_cache = model.new_kv_cache(batch_size=1) if use_cache else None
-        logits = _last_logits(model, [window], kv_cache)[0]
+        logits = last_logits(model, [window], kv_cache)[0]
         for step in range(max_new_tokens):
             token = sampling.pick(logits, generator, seen)
             if token == eos_id:
@@ -248,12 +248,12 @@ def _token_stream(
             window.append(token)
             seen.add(token)
             if kv_cache is not None and len(window) <= context_length:
-                logits = _last_logits(model, [[token]], kv_cache)[0]
+                logits = last_logits(model, [[token]], kv_cache)[0]
             else:
                 window = window[-context_length:]
                 if kv_cache is not None:
                     kv_cache.reset()
-                logits = _last_logits(model, [window], kv_cache)[0]
+                logits = last_logits(model, [window], kv_cache)[0]
     finally:
         model.train(was_training)
 
@@ -297,7 +297,7 @@ def generate_batch(
 
     Bad arguments or an empty prompt raise ``ValueError``; no prompts give ``[]``.
     """
-    _check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     seeds = [seed] * len(prompts) if seed is None or isinstance(seed, int) else list(seed)
     if len(seeds) != len(prompts):
         raise ValueError(f"seed must be an int or one per prompt: got {len(seeds)} seeds for "
@@ -347,7 +347,7 @@ def _decode_batch(
     cache's batch order; each is filled in place until it retires."""
     context_length = model.config.context_length
     kv_cache = model.new_kv_cache(batch_size=len(rows))
-    logits = _last_logits(model, [row.window for row in rows], kv_cache)
+    logits = last_logits(model, [row.window for row in rows], kv_cache)
     while True:
         keep = []
         for i, row in enumerate(rows):
@@ -367,12 +367,12 @@ def _decode_batch(
             kv_cache.keep_rows(keep)
             rows = [rows[i] for i in keep]
         if kv_cache.length < context_length:  # room for one more slot: one step
-            logits = _last_logits(model, [row.window[-1:] for row in rows], kv_cache)
+            logits = last_logits(model, [row.window[-1:] for row in rows], kv_cache)
         else:  # the longest row fills the context: crop every window, prefill again
             for row in rows:
                 row.window = row.window[-context_length:]
             kv_cache.reset()
-            logits = _last_logits(model, [row.window for row in rows], kv_cache)
+            logits = last_logits(model, [row.window for row in rows], kv_cache)
 
 
 def _decode_utf8(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
@@ -395,7 +395,7 @@ def _cut_at_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
             if min(hits) > 0:
                 yield pending[: min(hits)]
             return
-        ready = len(pending) - _stop_prefix_length(pending, stop)
+        ready = len(pending) - stop_prefix_length(pending, stop)
         if ready:
             yield pending[:ready]
             pending = pending[ready:]
@@ -408,7 +408,7 @@ def _stop_list(stop: str | Sequence[str]) -> list[str]:
     return [s for s in ([stop] if isinstance(stop, str) else stop) if s]
 
 
-def _stop_prefix_length(text: str, stop: Sequence[str]) -> int:
+def stop_prefix_length(text: str, stop: Sequence[str]) -> int:
     """Length of the longest end of ``text`` that begins some stop string (0 if none)."""
     longest = max((len(s) for s in stop), default=0)
     for n in range(min(len(text), longest - 1), 0, -1):

@@ -13,8 +13,10 @@ sits in the same slot and one new token per row can be appended to all rows at o
 cache then also keeps per-row state: which slots hold real tokens (padding is never attended
 to) and the position each row's next token takes (a row's positions count only its real
 tokens, so it computes what its prompt alone would). That per-row state, together with
-:meth:`KVCache.keep_rows` to drop finished rows, is what a server's continuous batching
-builds on: rows come and go while the others keep their cached keys.
+:meth:`KVCache.keep_rows` to drop finished rows, :meth:`KVCache.append_rows` to join new ones
+and :meth:`KVCache.trim` to drop slots no row uses any more, is what a server's continuous
+batching builds on (``scratchgpt.serving.engine``): rows come and go while the others keep
+their cached keys.
 """
 
 from __future__ import annotations
@@ -81,10 +83,7 @@ class KVCache:
             return None
         self._check_room(num_new)
         device = self.keys[0].device
-        if self.real is None or self.next_position is None:  # padding appears: so far all real
-            self.real = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=device)
-            self.real[:, : self.length] = True
-            self.next_position = torch.full((self.batch_size,), self.length, device=device)
+        self.real, self.next_position = self._padding_state()
         if attention_mask is None:
             new_real = torch.ones(self.batch_size, num_new, dtype=torch.bool, device=device)
         else:
@@ -129,6 +128,62 @@ class KVCache:
             self.real = self.real.index_select(0, index)
             self.next_position = self.next_position.index_select(0, index)
         self.batch_size = len(rows)
+
+    def append_rows(self, other: KVCache) -> None:
+        """Add the rows of ``other`` (a cache of the same shape) after this cache's rows.
+
+        Both are aligned on the right, as left padding aligns prompts: the one with fewer
+        slots is shifted right and its first slots become padding. Every row keeps its keys,
+        values and positions, so it goes on computing what it would alone. This is how a
+        server joins newly prefilled requests to a batch that is already decoding.
+        """
+        if other.keys[0].shape[1:] != self.keys[0].shape[1:] or len(other.keys) != len(self.keys):
+            raise ValueError("append_rows needs a cache of the same layers, heads, max_len and "
+                             "head_dim")
+        length = max(self.length, other.length)
+        parts = [(self, *self._padding_state()), (other, *other._padding_state())]
+        for layer in range(len(self.keys)):
+            self.keys[layer] = torch.cat(
+                [c.keys[layer].roll(length - c.length, dims=2) for c, _, _ in parts])
+            self.values[layer] = torch.cat(
+                [c.values[layer].roll(length - c.length, dims=2) for c, _, _ in parts])
+        shifted = []
+        for cache, real, _ in parts:  # roll brings slots from past the end: mark them padding
+            real = real.roll(length - cache.length, dims=1)
+            real[:, : length - cache.length] = False
+            shifted.append(real)
+        self.real = torch.cat(shifted)
+        self.next_position = torch.cat([next_position for _, _, next_position in parts])
+        self.batch_size += other.batch_size
+        self.length = length
+        self.positions = self.attn_mask = None
+
+    def trim(self) -> None:
+        """Drop the first slots while they are padding in every row (after the longest rows
+        left the batch, say), shifting the rest left. Positions count only real tokens, so
+        nothing changes for any row, but attention reads fewer slots and a long-lived batch
+        keeps room for new tokens."""
+        if self.real is None:  # no padding: every slot is real
+            return
+        used = self.real[:, : self.length].any(dim=0)
+        unused = int(used.long().argmax()) if bool(used.any()) else self.length
+        if unused == 0:
+            return
+        kept = self.length - unused
+        for buffer in (*self.keys, *self.values):
+            buffer[:, :, :kept] = buffer[:, :, unused : self.length].clone()
+        self.real[:, :kept] = self.real[:, unused : self.length].clone()
+        self.real[:, kept:] = False
+        self.length = kept
+
+    def _padding_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``real`` and ``next_position``, made if no padding was seen yet (all slots real)."""
+        if self.real is not None and self.next_position is not None:
+            return self.real, self.next_position
+        device = self.keys[0].device
+        real = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=device)
+        real[:, : self.length] = True
+        return real, torch.full((self.batch_size,), self.length, device=device)
 
     def _check_room(self, num_new: int) -> None:
         if self.length + num_new > self.max_len:

@@ -1,0 +1,438 @@
+"""Continuous batching: many concurrent requests decoded together, in one batch that changes
+between steps.
+
+A server could decode each request alone (one forward pass per token per request), or wait
+for a group of requests and decode them together until the *last* one ends (static
+batching: rows that finished early idle, and a request that arrives meanwhile waits for the
+whole group). Continuous batching (Orca, Yu et al. 2022; vLLM) does neither. One background
+thread owns the model and loops:
+
+1. **admit**: waiting requests are prefilled together (their prompts left-padded to one
+   length, one forward pass into a fresh KV cache), each samples its first token, and their
+   cache rows join the running batch (:meth:`KVCache.append_rows`);
+2. **retire**: rows that ended (end-of-text, ``max_new_tokens``, a stop string, or a reader
+   that cancelled) leave the batch and its cache (:meth:`KVCache.keep_rows`);
+3. **decode**: one forward pass of ``[B, 1]``, each row's last token, through the shared
+   cache gives every row its next-token logits. Each row samples with its own
+   ``torch.Generator``, so its draws never depend on the other rows, and hands the text it
+   completes to its reader.
+
+Rows join and leave only *between* steps: a step is one tensor operation over the whole
+batch, but in between the batch is just a list of rows and a cache with one row each, free to
+be reshaped. The cache keeps each row's padding and positions, so a row computes what it
+would alone: every stream's text is what :func:`~scratchgpt.generation.generate_text` gives
+for the same request (up to floating-point rounding), however the batch around it changes.
+
+Rules worth knowing:
+
+* **Context**: a request needs ``len(prompt_ids) + max_new_tokens <= context_length``, or
+  :meth:`Engine.submit` raises ``ValueError`` naming both lengths. (``generate_text`` would
+  crop its window and go on; a row of a shared batch cannot be cropped without prefilling
+  it again, so the engine refuses instead, and the server caps ``max_tokens`` to what fits.)
+  Rows are right-aligned in the cache, and :meth:`KVCache.trim` drops the slots no row uses
+  any more, so the cache never needs more slots than its longest row has tokens.
+* **Text** follows ``generate_text``: UTF-8 decoded incrementally (a character split over
+  tokens comes out whole), cut before the first stop string (text that could begin one is
+  held back until it cannot). End-of-text and stop strings finish with ``"stop"``,
+  ``max_new_tokens`` with ``"length"``. ``completion_tokens`` counts the tokens generated,
+  end-of-text not included.
+* **Capacity**: ``max_batch`` rows decode at once and ``max_queue`` more wait; beyond that
+  ``submit`` raises :class:`QueueFull`. Deltas are queued for their readers without limit:
+  a slow reader never holds up the batch.
+* **Trade-off**: a newcomer's prefill runs between two steps, so a long prompt delays every
+  row by one forward pass (servers split long prompts into chunks, "chunked prefill").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from scratchgpt.generation import (
+    check_sampling,
+    last_logits,
+    sample_next_token,
+    stop_prefix_length,
+)
+from scratchgpt.model import GPTModel, KVCache
+
+if TYPE_CHECKING:
+    from scratchgpt.tokenizers.base import Tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate: the options of :func:`~scratchgpt.generation.generate_text`."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None  # None: a random seed
+    stop: tuple[str, ...] = ()  # stop strings; generation also stops at the tokenizer's eot
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a stream: new text, and on the last piece why generation ended."""
+
+    text: str  # new text (may be "")
+    finish_reason: str | None = None  # "stop" or "length" on the last delta, else None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # so far
+
+
+class QueueFull(Exception):
+    """Every place is taken: ``max_batch`` requests decoding and ``max_queue`` waiting."""
+
+
+class _TextCut:
+    """The text rules of ``generate_text``, fed one token at a time: bytes decoded as UTF-8
+    incrementally, text cut before the first stop string, a possible start of one held back."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...]) -> None:
+        self._tokenizer = tokenizer
+        self._stop = [s for s in stop if s]
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""  # decoded, not yet shown: it could be the start of a stop string
+        self.stopped = False  # a stop string appeared: nothing more comes out
+
+    def add(self, token: int) -> str:
+        """The text that ``token`` makes ready to show."""
+        return self._push(self._decoder.decode(self._tokenizer.decode_bytes([token])))
+
+    def finish(self) -> str:
+        """The rest at the end of generation: held-back text, an unfinished character."""
+        text = self._push(self._decoder.decode(b"", final=True))
+        return text if self.stopped else text + self._pending
+
+    def _push(self, piece: str) -> str:
+        self._pending += piece
+        hits = [i for i in (self._pending.find(s) for s in self._stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._pending[: min(hits)]
+        ready = len(self._pending) - stop_prefix_length(self._pending, self._stop)
+        text, self._pending = self._pending[:ready], self._pending[ready:]
+        return text
+
+
+class Stream:
+    """One request's deltas, handed from the engine's thread to whoever reads them.
+
+    Read it once, either way: ``for delta in stream`` blocks a plain thread until each delta
+    comes; ``async for delta in stream`` awaits them in an asyncio event loop (the engine's
+    thread wakes the loop with ``call_soon_threadsafe``). The last delta carries the
+    ``finish_reason``. A stream that was cancelled, or whose engine was closed, simply ends
+    (no delta with a ``finish_reason``); a failure in the engine's thread is raised to the
+    reader as ``RuntimeError``. Leaving the loop early cancels the request.
+    """
+
+    def __init__(self, request: GenerationRequest, on_cancel: Callable[[Stream], None]) -> None:
+        self.request = request
+        self.cancelled = False
+        self._on_cancel = on_cancel
+        # A delta, None (the stream ended without a finish) or the engine's error.
+        self._items: queue.SimpleQueue[Delta | Exception | None] = queue.SimpleQueue()
+        self._wake: Callable[[], None] | None = None  # set while an asyncio reader reads
+
+    def cancel(self) -> None:
+        """The reader went away: the engine drops the request (from the queue at once, from
+        the batch at its next step) and the stream ends. Harmless once it has finished."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._on_cancel(self)
+            self._put(None)
+
+    def __iter__(self) -> Iterator[Delta]:
+        finished = False
+        try:
+            while (delta := self._unpack(self._items.get())) is not None:
+                finished = delta.finish_reason is not None
+                yield delta
+                if finished:
+                    return
+        finally:
+            if not finished:  # the reader left early: free the row
+                self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._async_deltas()
+
+    async def _async_deltas(self) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:  # called from the engine's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
+                loop.call_soon_threadsafe(ready.set)
+
+        self._wake = wake
+        finished = False
+        try:
+            while not finished:
+                ready.clear()  # before looking, so that a delta put after the look wakes us
+                try:
+                    item = self._items.get_nowait()
+                except queue.Empty:
+                    await ready.wait()
+                    continue
+                delta = self._unpack(item)
+                if delta is None:
+                    return
+                finished = delta.finish_reason is not None
+                yield delta
+        finally:
+            self._wake = None
+            if not finished:
+                self.cancel()
+
+    def _put(self, item: Delta | Exception | None) -> None:
+        """Hand ``item`` to the reader (from any thread)."""
+        self._items.put(item)
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    @staticmethod
+    def _unpack(item: Delta | Exception | None) -> Delta | None:
+        if isinstance(item, Exception):
+            raise RuntimeError(f"generation failed: {item!r}") from item
+        return item
+
+
+@dataclass
+class _Row:
+    """A request in the batch: its stream, its own RNG, and what it has said so far."""
+
+    stream: Stream
+    generator: torch.Generator
+    text: _TextCut
+    seen: set[int]  # every token id so far, for the repetition penalty
+    last_token: int = -1  # the newest token, which the next step feeds to the model
+    completion_tokens: int = 0
+    finished: bool = False
+
+    def take(self, logits: torch.Tensor, eot_id: int | None) -> None:
+        """Sample the next token from ``logits`` (``[vocab_size]``) and hand the text it
+        completes to the stream; end-of-text, a stop string or ``max_new_tokens`` finish."""
+        request = self.stream.request
+        token = sample_next_token(logits, request.temperature, request.top_k, request.top_p,
+                                  self.generator, request.repetition_penalty, self.seen)
+        if token == eot_id:
+            self._send(self.text.finish(), "stop")
+            return
+        self.completion_tokens += 1
+        self.seen.add(token)
+        self.last_token = token
+        text = self.text.add(token)
+        if self.text.stopped:
+            self._send(text, "stop")
+        elif self.completion_tokens == request.max_new_tokens:
+            self._send(text + self.text.finish(), "length")
+        elif text:
+            self._send(text, None)
+
+    def _send(self, text: str, finish_reason: str | None) -> None:
+        self.finished = finish_reason is not None
+        self.stream._put(Delta(text, finish_reason, len(self.stream.request.prompt_ids),
+                               self.completion_tokens))
+
+
+class Engine:
+    """Decodes every submitted request in one shared batch, on a background thread.
+
+    ``submit`` queues a request and returns its :class:`Stream`; ``start`` starts the thread
+    (requests submitted before wait for it) and ``close`` stops it, ending the streams still
+    pending. ``active`` counts the requests being decoded, ``waiting`` those queued. The
+    engine owns the model while it runs (in eval mode): do not use it elsewhere meanwhile.
+    """
+
+    def __init__(self, model: GPTModel, tokenizer: Tokenizer, *, max_batch: int = 32,
+                 max_queue: int = 64) -> None:
+        if max_batch < 1 or max_queue < 0:
+            raise ValueError(f"max_batch must be 1 or more and max_queue 0 or more, got "
+                             f"{max_batch} and {max_queue}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Condition()  # guards the next three fields; notified on news
+        self._waiting: deque[Stream] = deque()
+        self._active = 0  # requests taken from the queue and not yet retired
+        self._closed = False
+        # Owned by the decoding thread: the batch's rows, in the cache's row order.
+        self._rows: list[_Row] = []
+        self._cache: KVCache | None = None  # None while no row is active
+
+    @property
+    def active(self) -> int:
+        """Requests being decoded (at most ``max_batch``)."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a place in the batch."""
+        return len(self._waiting)
+
+    def start(self) -> None:
+        """Start the decoding thread."""
+        if self._thread is not None:
+            raise RuntimeError("the engine was already started")
+        self.model.eval()
+        self._thread = threading.Thread(target=self._run, name="scratchgpt-engine", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the decoding thread (after the step in progress) and end every pending stream;
+        later submissions are refused."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            ended = [*self._waiting, *(row.stream for row in self._rows)]
+            self._waiting.clear()
+            self._rows, self._cache, self._active = [], None, 0
+        for stream in ended:
+            stream._put(None)
+
+    def submit(self, request: GenerationRequest) -> Stream:
+        """Queue ``request``; its deltas come through the returned stream.
+
+        Raises ``ValueError`` for a request that cannot run: an empty prompt, ids outside the
+        vocabulary, sampling options that ``generate_text`` refuses, or
+        ``len(prompt_ids) + max_new_tokens > context_length``. Raises :class:`QueueFull` when
+        ``max_batch`` requests are decoding and ``max_queue`` wait, and ``RuntimeError`` once
+        the engine is closed.
+        """
+        self._check(request)
+        stream = Stream(request, self._cancel)
+        if request.max_new_tokens == 0:  # nothing to generate: finished already
+            stream._put(Delta("", "length", len(request.prompt_ids), 0))
+            return stream
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            if self._active + len(self._waiting) >= self.max_batch + self.max_queue:
+                raise QueueFull(f"{self._active} requests are decoding and "
+                                f"{len(self._waiting)} waiting, the most this engine takes")
+            self._waiting.append(stream)
+            self._lock.notify()
+        return stream
+
+    def _check(self, request: GenerationRequest) -> None:
+        """Raise ``ValueError`` unless ``request`` can run (the rules are in :meth:`submit`)."""
+        config = self.model.config
+        prompt_length = len(request.prompt_ids)
+        if not prompt_length:
+            raise ValueError("prompt_ids is empty: the model needs at least one token to "
+                             "continue")
+        if not all(0 <= token < config.vocab_size for token in request.prompt_ids):
+            raise ValueError(f"prompt_ids holds ids outside the model's vocabulary, 0 to "
+                             f"{config.vocab_size - 1}")
+        check_sampling(request.max_new_tokens, request.temperature, request.top_k,
+                       request.top_p, request.repetition_penalty)
+        if prompt_length + request.max_new_tokens > config.context_length:
+            raise ValueError(f"the prompt's {prompt_length} tokens plus max_new_tokens="
+                             f"{request.max_new_tokens} exceed the model's context_length "
+                             f"{config.context_length}")
+
+    def _cancel(self, stream: Stream) -> None:
+        """A waiting request leaves the queue at once; an active one is retired by the
+        decoding thread at its next step (it sees ``stream.cancelled``)."""
+        with self._lock, contextlib.suppress(ValueError):  # ValueError: not waiting
+            self._waiting.remove(stream)
+
+    # -- the decoding thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():  # the cache's tensors are made, and stay, in this mode
+            while (newcomers := self._admit()) is not None:
+                try:
+                    if newcomers:
+                        self._prefill(newcomers)
+                    self._retire()
+                    if self._rows:
+                        self._step()
+                        self._retire()
+                except Exception as error:  # a bug, out of memory: fail them, serve on
+                    in_flight = [*newcomers, *(row.stream for row in self._rows)]
+                    self._fail(list(dict.fromkeys(in_flight)), error)
+
+    def _admit(self) -> list[Stream] | None:
+        """Wait until there is work, then take as many waiting requests as the batch has room
+        for (maybe none); None once the engine is closed."""
+        with self._lock:
+            while not (self._closed or self._rows or self._waiting):
+                self._lock.wait()
+            if self._closed:
+                return None
+            count = min(self.max_batch - self._active, len(self._waiting))
+            self._active += count
+            return [self._waiting.popleft() for _ in range(count)]
+
+    def _prefill(self, streams: list[Stream]) -> None:
+        """Run the newcomers' prompts in one forward pass, sample their first tokens, and
+        join their cache rows to the batch."""
+        device = self.model.tok_emb.weight.device
+        rows = []
+        for stream in streams:
+            generator = torch.Generator(device)
+            if stream.request.seed is None:
+                generator.seed()  # a random seed of its own
+            else:
+                generator.manual_seed(stream.request.seed)
+            text = _TextCut(self.tokenizer, stream.request.stop)
+            rows.append(_Row(stream, generator, text, set(stream.request.prompt_ids)))
+        cache = self.model.new_kv_cache(batch_size=len(rows))
+        logits = last_logits(self.model, [row.stream.request.prompt_ids for row in rows], cache)
+        for row, row_logits in zip(rows, logits, strict=True):
+            row.take(row_logits, self.tokenizer.eot_id)
+        if self._cache is None:
+            self._cache = cache
+        else:
+            self._cache.append_rows(cache)
+        self._rows += rows
+
+    def _step(self) -> None:
+        """One decoding step: every row's newest token through the shared cache, then each
+        row's next token."""
+        logits = last_logits(self.model, [[row.last_token] for row in self._rows], self._cache)
+        for row, row_logits in zip(self._rows, logits, strict=True):
+            row.take(row_logits, self.tokenizer.eot_id)
+
+    def _retire(self) -> None:
+        """Rows that finished or were cancelled leave the batch and its cache."""
+        keep = [i for i, row in enumerate(self._rows)
+                if not (row.finished or row.stream.cancelled)]
+        if len(keep) == len(self._rows):
+            return
+        if keep and self._cache is not None:
+            self._cache.keep_rows(keep)
+            self._cache.trim()  # the rows that left may have been the longest
+        else:
+            self._cache = None
+        self._rows = [self._rows[i] for i in keep]
+        with self._lock:
+            self._active = len(self._rows)
+
+    def _fail(self, streams: list[Stream], error: Exception) -> None:
+        """End ``streams`` with ``error`` and empty the batch."""
+        for stream in streams:
+            stream._put(error)
+        self._rows, self._cache = [], None
+        with self._lock:
+            self._active = 0
