@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from instruct_runs import finetune_instruct
+from instruct_runs import cli, finetune_instruct
 from pretrain_runs import run_pretrain, write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +76,19 @@ def instruct_run(instruction_records: Path, instruct_base: Path, instruct_cache:
                              "chatml", cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     return run_dir, done.stderr
+
+
+@pytest.fixture(scope="session")
+def classifier_run(shared_assets: Path, instruct_cache: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny spam classifier (``finetune classify``, nano, 300 SMS) for serving tests."""
+    lines = (shared_assets / "sms-spam" / "SMSSpamCollection").read_text(
+        encoding="utf-8").splitlines()
+    data = tmp_path_factory.mktemp("sms") / "SMSSpamCollection"
+    data.write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
+    run_dir = tmp_path_factory.mktemp("runs") / "spam"
+    done = cli("finetune", "classify", "--data", str(data), "--model", "preset:nano",
+               "--tokenizer", "bpe:300", "--epochs", "1", "--batch-size", "8", "--eval-every",
+               "10", "--eval-batches", "1", "--out", str(run_dir), cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    return run_dir

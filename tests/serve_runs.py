@@ -50,9 +50,10 @@ class Server:
                                                   **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, dict(response.headers), json.loads(response.read())
+                status, headers, data = response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), json.loads(error.read())
+            status, headers, data = error.code, error.headers, error.read()
+        return status, {k.lower(): v for k, v in headers.items()}, json.loads(data)
 
     def stop(self) -> None:
         self.process.terminate()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from serve_runs import MESSAGES, Server, expected_answer
 
+from scratchgpt.classify import Classifier
 from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.generation import generate_text
 from scratchgpt.run_dir import load_run
@@ -185,3 +186,49 @@ def test_32_simultaneous_streams_each_equal_the_same_request_alone(
                                       top_p=0.95, seed=seed, stop=style.stop))
         assert answer == alone
     assert chat_server.request("GET", "/health")[2]["active"] == 0
+
+
+def test_a_classifier_is_served_at_v1_classify(classifier_run: Path,
+                                              instruct_cache: Path) -> None:
+    texts = ["WINNER! You have won a prize. Call 09061701461 now", "Lunch at 1?", ""]
+    expected = Classifier.from_run(classifier_run).predict(texts)
+    server = Server(classifier_run, instruct_cache)
+    try:
+        assert "(classifier)" in server.announcement
+        code, _, answer = server.request("POST", "/v1/classify", json.dumps(
+            {"model": classifier_run.name, "input": texts}).encode())
+        assert code == 200
+        assert [(d["label"], d["probabilities"]) for d in answer["data"]] == [
+            (p.label, pytest.approx(p.probabilities)) for p in expected]
+        one = server.request("POST", "/v1/classify", b'{"input": "hello"}')[2]["data"]
+        assert len(one) == 1
+        # the other way round: a chat request to a classifier
+        code, _, answer = server.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": classifier_run.name, "messages": MESSAGES}).encode())
+        assert code == 400 and "is a classifier" in answer["error"]["message"]
+        assert server.request("GET", "/health")[2]["kind"] == "classifier"
+    finally:
+        server.stop()
+
+
+def test_a_full_server_answers_429_with_retry_after(instruct_run: tuple[Path, str],
+                                                   instruct_cache: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(instruct_run[0], instruct_cache, "--max-concurrency", "1", "--max-queue",
+                    "0")
+    body = json.dumps({"model": instruct_run[0].name, "messages": MESSAGES,
+                       "max_tokens": 64}).encode()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(
+                lambda _: server.request("POST", "/v1/chat/completions", body), range(8)))
+        codes = sorted(code for code, _, _ in answers)
+        assert codes[0] == 200 and codes[-1] == 429, codes
+        for code, headers, answer in answers:
+            if code == 429:
+                assert headers["retry-after"] == "1"
+                assert answer["error"]["type"] == "rate_limit_error"
+        assert server.request("GET", "/health")[0] == 200
+    finally:
+        server.stop()

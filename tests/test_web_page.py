@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from instruct_runs import cli
 from serve_runs import MESSAGES, Server, expected_answer
 
 from scratchgpt.classify import Classifier
@@ -66,16 +65,8 @@ def test_the_chat_page_streams_the_models_answer(
 
 
 def test_the_classifier_page_shows_the_verdict(
-        browser: Any, shared_assets: Path, instruct_cache: Path, tmp_path: Path) -> None:
-    lines = (shared_assets / "sms-spam" / "SMSSpamCollection").read_text(
-        encoding="utf-8").splitlines()
-    data = tmp_path / "SMSSpamCollection"
-    data.write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
-    run_dir = tmp_path / "spam"
-    done = cli("finetune", "classify", "--data", str(data), "--model", "preset:nano",
-               "--tokenizer", "bpe:300", "--epochs", "1", "--batch-size", "8", "--eval-every",
-               "10", "--eval-batches", "1", "--out", str(run_dir), cache=instruct_cache)
-    assert done.returncode == 0, done.stderr
+        browser: Any, classifier_run: Path, instruct_cache: Path) -> None:
+    run_dir = classifier_run
     text = "WINNER! You have won a prize. Call 09061701461 now"
     expected = Classifier.from_run(run_dir).predict([text])[0]
     server = Server(run_dir, instruct_cache)

@@ -195,13 +195,12 @@ def _serve(args: argparse.Namespace) -> int:
     from scratchgpt.serving.app import ServeSettings
     from scratchgpt.serving.server import serve
 
-    for name in ("max_concurrency", "max_tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be 1 or more, got "
-                             f"{getattr(args, name)}")
+    for name in ("max_concurrency", "max_tokens", "max_queue"):
+        if getattr(args, name) < (0 if name == "max_queue" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} cannot be {getattr(args, name)}")
     settings = ServeSettings(api_key=args.api_key or os.environ.get("SCRATCHGPT_API_KEY"),
                              max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
-                             cors_origin=args.cors_origin)
+                             max_queue=args.max_queue, cors_origin=args.cors_origin)
     serve(args.model, settings, host=args.host, port=args.port)
     return 0
 
@@ -637,8 +636,11 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                        help="require 'Authorization: Bearer KEY' on every /v1 request "
                             "(default: the environment variable SCRATCHGPT_API_KEY, else none)")
     serve.add_argument("--max-concurrency", type=int, default=32, metavar="N",
-                       help="streams decoded together in one batch (default: 32); more wait, "
-                            "and beyond a queue of 64 get 429")
+                       help="streams decoded together in one batch (default: 32); more wait "
+                            "in a queue")
+    serve.add_argument("--max-queue", type=int, default=64, metavar="N",
+                       help="requests that may wait for a place (default: 64); beyond, the "
+                            "answer is 429 with Retry-After")
     serve.add_argument("--max-tokens", type=int, default=512, metavar="N",
                        help="the most new tokens a request may ask for (default: 512)")
     serve.add_argument("--cors-origin", metavar="ORIGIN",
