@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from instruct_runs import cli, finetune_instruct
 from pretrain_runs import run_pretrain, write_corpus
+from serve_runs import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +94,19 @@ def classifier_run(shared_assets: Path, instruct_cache: Path,
                "10", "--eval-batches", "1", "--out", str(run_dir), cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def chat_server(instruct_run: tuple[Path, str], instruct_cache: Path) -> Iterator[Server]:
+    """``scratchgpt serve`` of the instruction-tuned run, shared by the serving tests."""
+    server = Server(instruct_run[0], instruct_cache, "--max-tokens", "64")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def classifier_server(classifier_run: Path, instruct_cache: Path) -> Iterator[Server]:
+    """``scratchgpt serve`` of the classifier run."""
+    server = Server(classifier_run, instruct_cache)
+    yield server
+    server.stop()

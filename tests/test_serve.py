@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ from scratchgpt.generation import generate_text
 from scratchgpt.run_dir import load_run
 
 openai = pytest.importorskip("openai")
-
-@pytest.fixture(scope="module")
-def chat_server(instruct_run: tuple[Path, str], instruct_cache: Path) -> Iterator[Server]:
-    server = Server(instruct_run[0], instruct_cache, "--max-tokens", "64")
-    yield server
-    server.stop()
-
 
 @pytest.fixture(scope="module")
 def client(chat_server: Server) -> Any:
@@ -123,8 +115,20 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(
 
 
 def test_a_body_of_many_megabytes_is_refused(chat_server: Server) -> None:
-    code, _, answer = chat_server.request("POST", "/v1/chat/completions", b" " * 3_000_000)
-    assert code == 413 and "over the limit" in answer["error"]["message"]
+    """Refused from its stated size, before it is read: the client may still be sending."""
+    with socket.create_connection(("127.0.0.1", chat_server.port)) as connection:
+        connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 30000000\r\n"
+                           b"\r\n" + b" " * 65536)
+        response = b""
+        while b"}}" not in response:  # the status line, then the JSON error
+            piece = connection.recv(4096)
+            if not piece:
+                break
+            response += piece
+    assert response.startswith(b"HTTP/1.1 413")
+    assert b"over the limit" in response
+    assert chat_server.request("GET", "/health")[0] == 200
 
 
 def test_a_client_that_disconnects_frees_its_place(chat_server: Server,
@@ -145,7 +149,8 @@ def test_a_client_that_disconnects_frees_its_place(chat_server: Server,
 
 def test_an_api_key_is_required_when_set(instruct_run: tuple[Path, str],
                                          instruct_cache: Path) -> None:
-    server = Server(instruct_run[0], instruct_cache, "--api-key", "s3cret")
+    server = Server(instruct_run[0], instruct_cache, "--api-key", "s3cret", "--cors-origin",
+                    "http://example.org")
     try:
         name = instruct_run[0].name
         with pytest.raises(openai.AuthenticationError):
@@ -155,8 +160,18 @@ def test_an_api_key_is_required_when_set(instruct_run: tuple[Path, str],
         keyed = openai.OpenAI(base_url=server.url + "/v1", api_key="s3cret")
         assert [m.id for m in keyed.models.list()] == [name]
         assert server.request("GET", "/health")[0] == 200  # not under /v1
+        # --cors-origin lets that origin's pages call the API, and no other
+        _, headers, _ = server.request("GET", "/health", headers={"Origin": "http://example.org"})
+        assert headers["access-control-allow-origin"] == "http://example.org"
+        _, headers, _ = server.request("GET", "/health", headers={"Origin": "http://evil.test"})
+        assert "access-control-allow-origin" not in headers
     finally:
         server.stop()
+
+
+def test_no_cross_origin_access_by_default(chat_server: Server) -> None:
+    _, headers, _ = chat_server.request("GET", "/health", headers={"Origin": "http://evil.test"})
+    assert "access-control-allow-origin" not in headers
 
 
 def test_32_simultaneous_streams_each_equal_the_same_request_alone(
@@ -189,26 +204,23 @@ def test_32_simultaneous_streams_each_equal_the_same_request_alone(
 
 
 def test_a_classifier_is_served_at_v1_classify(classifier_run: Path,
-                                              instruct_cache: Path) -> None:
+                                              classifier_server: Server) -> None:
     texts = ["WINNER! You have won a prize. Call 09061701461 now", "Lunch at 1?", ""]
     expected = Classifier.from_run(classifier_run).predict(texts)
-    server = Server(classifier_run, instruct_cache)
-    try:
-        assert "(classifier)" in server.announcement
-        code, _, answer = server.request("POST", "/v1/classify", json.dumps(
-            {"model": classifier_run.name, "input": texts}).encode())
-        assert code == 200
-        assert [(d["label"], d["probabilities"]) for d in answer["data"]] == [
-            (p.label, pytest.approx(p.probabilities)) for p in expected]
-        one = server.request("POST", "/v1/classify", b'{"input": "hello"}')[2]["data"]
-        assert len(one) == 1
-        # the other way round: a chat request to a classifier
-        code, _, answer = server.request("POST", "/v1/chat/completions", json.dumps(
-            {"model": classifier_run.name, "messages": MESSAGES}).encode())
-        assert code == 400 and "is a classifier" in answer["error"]["message"]
-        assert server.request("GET", "/health")[2]["kind"] == "classifier"
-    finally:
-        server.stop()
+    server = classifier_server
+    assert "(classifier)" in server.announcement
+    code, _, answer = server.request("POST", "/v1/classify", json.dumps(
+        {"model": classifier_run.name, "input": texts}).encode())
+    assert code == 200
+    assert [(d["label"], d["probabilities"]) for d in answer["data"]] == [
+        (p.label, pytest.approx(p.probabilities)) for p in expected]
+    one = server.request("POST", "/v1/classify", b'{"input": "hello"}')[2]["data"]
+    assert len(one) == 1
+    # the other way round: a chat request to a classifier
+    code, _, answer = server.request("POST", "/v1/chat/completions", json.dumps(
+        {"model": classifier_run.name, "messages": MESSAGES}).encode())
+    assert code == 400 and "is a classifier" in answer["error"]["message"]
+    assert server.request("GET", "/health")[2]["kind"] == "classifier"
 
 
 def test_a_full_server_answers_429_with_retry_after(instruct_run: tuple[Path, str],

@@ -34,50 +34,41 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_chat_page_streams_the_models_answer(
-        browser: Any, instruct_run: tuple[Path, str], instruct_cache: Path) -> None:
+        browser: Any, instruct_run: tuple[Path, str], chat_server: Server) -> None:
     run_dir = instruct_run[0]
-    server = Server(run_dir, instruct_cache)
-    try:
-        page = browser.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector("#chat:not([hidden])")
-        assert page.text_content("#model-name") == run_dir.name
-        page.click("#chat summary")  # open the settings
-        page.fill("#temperature", "0")
-        page.fill("#max-tokens", "12")
-        page.fill("#message", MESSAGES[0]["content"])
-        page.click("#send")
-        answer = page.wait_for_selector(".turn.assistant[data-done='true']")
-        assert answer.text_content() == expected_answer(run_dir, 12, MESSAGES)
+    page = browser.new_page()
+    page.goto(chat_server.url + "/")
+    page.wait_for_selector("#chat:not([hidden])")
+    assert page.text_content("#model-name") == run_dir.name
+    page.click("#chat summary")  # open the settings
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "12")
+    page.fill("#message", MESSAGES[0]["content"])
+    page.click("#send")
+    answer = page.wait_for_selector(".turn.assistant[data-done='true']")
+    assert answer.text_content() == expected_answer(run_dir, 12, MESSAGES)
 
-        # What is shown is text: a message full of markup creates no element.
-        page.fill("#message", "<img src=x onerror=\"document.title='hacked'\"><b>bold</b>")
-        page.press("#message", "Enter")
-        page.wait_for_selector(".turn.assistant[data-done='true'] >> nth=1")
-        assert page.locator(".turn img, .turn b").count() == 0
-        assert "<b>bold</b>" in page.locator(".turn.user").nth(1).text_content()
-        assert page.title() == "scratchgpt"
+    # What is shown is text: a message full of markup creates no element.
+    page.fill("#message", "<img src=x onerror=\"document.title='hacked'\"><b>bold</b>")
+    page.press("#message", "Enter")
+    page.wait_for_selector(".turn.assistant[data-done='true'] >> nth=1")
+    assert page.locator(".turn img, .turn b").count() == 0
+    assert "<b>bold</b>" in page.locator(".turn.user").nth(1).text_content()
+    assert page.title() == "scratchgpt"
 
-        page.click("#reset")
-        assert page.locator(".turn").count() == 0
-    finally:
-        server.stop()
+    page.click("#reset")
+    assert page.locator(".turn").count() == 0
 
 
 def test_the_classifier_page_shows_the_verdict(
-        browser: Any, classifier_run: Path, instruct_cache: Path) -> None:
-    run_dir = classifier_run
+        browser: Any, classifier_run: Path, classifier_server: Server) -> None:
     text = "WINNER! You have won a prize. Call 09061701461 now"
-    expected = Classifier.from_run(run_dir).predict([text])[0]
-    server = Server(run_dir, instruct_cache)
-    try:
-        page = browser.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector("#classify:not([hidden])")
-        page.fill("#text", text)
-        page.click("#check")
-        verdict = page.wait_for_selector("#verdict[data-label]")
-        assert verdict.get_attribute("data-label") == expected.label
-        assert f"{100 * expected.probabilities[expected.label]:.1f}%" in verdict.text_content()
-    finally:
-        server.stop()
+    expected = Classifier.from_run(classifier_run).predict([text])[0]
+    page = browser.new_page()
+    page.goto(classifier_server.url + "/")
+    page.wait_for_selector("#classify:not([hidden])")
+    page.fill("#text", text)
+    page.click("#check")
+    verdict = page.wait_for_selector("#verdict[data-label]")
+    assert verdict.get_attribute("data-label") == expected.label
+    assert f"{100 * expected.probabilities[expected.label]:.1f}%" in verdict.text_content()

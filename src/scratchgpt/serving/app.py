@@ -179,21 +179,24 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         except ValueError as err:
             raise APIError(400, f"messages: {err}", param="messages") from None
         limit = body.max_completion_tokens or body.max_tokens
-        request = _generation(served, settings, body, prompt, limit, style.stop)
-        stream = _submit(chosen, request)
-        if body.stream:
-            return _event_stream(_chat_chunks(served.name, stream, body))
-        return JSONResponse(_whole("chat.completion", served.name, await _collect(stream),
-                                   len(request.prompt_ids)))
+        return await answer(chosen, body, prompt, limit, style.stop, chat=True)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Response:
         chosen = language_model(body, "/v1/completions")
-        request = _generation(served, settings, body, body.prompt, body.max_tokens, ())
+        return await answer(chosen, body, body.prompt, body.max_tokens, (), chat=False)
+
+    async def answer(chosen: Engine, body: Sampling, prompt: str, limit: int | None,
+                     stop: tuple[str, ...], chat: bool) -> Response:
+        """Generate for either route: whole, or streamed as server-sent events."""
+        request = _generation(served, settings, body, prompt, limit, stop,
+                              prompt_field="messages" if chat else "prompt")
         stream = _submit(chosen, request)
         if body.stream:
-            return _event_stream(_completion_chunks(served.name, stream, body))
-        return JSONResponse(_whole("text_completion", served.name, await _collect(stream),
+            chunks = _chat_chunks if chat else _completion_chunks
+            return _event_stream(chunks(served.name, stream, body))
+        kind = "chat.completion" if chat else "text_completion"
+        return JSONResponse(_whole(kind, served.name, await _collect(stream),
                                    len(request.prompt_ids)))
 
     @app.post("/v1/classify")
@@ -220,7 +223,8 @@ def _check_model(served: ServedModel, name: str) -> None:
 
 
 def _generation(served: ServedModel, settings: ServeSettings, body: Sampling, prompt: str,
-                max_tokens: int | None, style_stop: tuple[str, ...]) -> GenerationRequest:
+                max_tokens: int | None, style_stop: tuple[str, ...],
+                prompt_field: str) -> GenerationRequest:
     """The engine's request: the prompt's tokens and the sampling settings, within limits.
 
     A prompt that leaves no room in the model's context is refused with both lengths; one
@@ -237,7 +241,7 @@ def _generation(served: ServedModel, settings: ServeSettings, body: Sampling, pr
     if len(ids) >= context:
         raise APIError(400, f"the prompt is {len(ids)} tokens; the model's context is "
                             f"{context}, and the answer needs at least one more",
-                       param="messages" if style_stop else "prompt",
+                       param=prompt_field,
                        code="context_length_exceeded")
     return GenerationRequest(
         prompt_ids=ids, max_new_tokens=min(asked, context - len(ids)),
