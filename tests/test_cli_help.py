@@ -94,7 +94,8 @@ def test_the_tokenizer_examples_run_as_written(
 
 
 @pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
-                                  ["evaluate", "classify"], ["classify"]])
+                                  ["evaluate", "classify"], ["evaluate", "judge"],
+                                  ["evaluate", "review"], ["evaluate", "compare"], ["classify"]])
 def test_each_task_has_examples_that_parse_and_explains_every_flag(
     capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:

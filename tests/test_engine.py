@@ -372,7 +372,8 @@ def test_async_readers_in_one_event_loop(tokenizer) -> None:
 
 
 # -- the KV cache's part: joining rows, trimming slots --------------------------------------
-def test_kv_cache_append_rows_and_trim_keep_each_row_as_alone(tokenizer) -> None:
+@pytest.mark.parametrize("sized", [False, True], ids=["whole-context", "sized-to-need"])
+def test_kv_cache_append_rows_and_trim_keep_each_row_as_alone(tokenizer, sized: bool) -> None:
     model = talkative_model(tokenizer)
     prompts = [[5, 17, 42, 8, 99, 3, 4], [3, 9], [7, 7, 1, 30]]
 
@@ -380,13 +381,16 @@ def test_kv_cache_append_rows_and_trim_keep_each_row_as_alone(tokenizer) -> None
         return model(torch.tensor(rows), cache)[:, -1]
 
     with torch.no_grad():
-        cache = model.new_kv_cache(batch_size=1)
+        # Sized to need (as the engine does): 7 slots, then 4 for the newcomers, grown later.
+        cache = model.new_kv_cache(batch_size=1, max_len=7 if sized else None)
         logits([prompts[0]], cache)  # a batch of one, no padding yet
-        newcomers = model.new_kv_cache(batch_size=2)
+        newcomers = model.new_kv_cache(batch_size=2, max_len=4 if sized else None)
         idx = torch.tensor([[0, 0] + prompts[1], prompts[2]])
         model(idx, newcomers, torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
         cache.append_rows(newcomers)  # 7 slots and 4: the newcomers shift right
         assert (cache.batch_size, cache.length) == (3, 7)
+        cache.reserve(9)  # two more tokens each
+        assert cache.max_len == (9 if sized else model.config.context_length)
         assert cache.real[:, :7].sum(dim=1).tolist() == [7, 2, 4]
         got = logits([[11], [12], [13]], cache)
         cache.keep_rows([1, 2])  # the longest row leaves

@@ -82,3 +82,55 @@ def plot_confusion(
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true label")
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_comparison(runs: Sequence[str], columns: Sequence[str],
+                    values: dict[str, dict[str, float]], path: str | Path) -> None:
+    """Runs compared: one panel per metric (each has its own scale), one bar per run, a
+    missing figure left as a gap."""
+    count = max(len(columns), 1)
+    across = min(count, 3)
+    down = -(-count // across)
+    fig, axes = plt.subplots(down, across, figsize=(4.2 * across, 0.6 + 3.2 * down),
+                             squeeze=False)
+    names = [Path(run).name or run for run in runs]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, column in zip(axes.flat, columns, strict=False):
+        heights = [values.get(run, {}).get(column, np.nan) for run in runs]
+        bars = ax.bar(range(len(runs)), heights,
+                      color=[colors[i % len(colors)] for i in range(len(runs))])
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.set_xticks(range(len(runs)), names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(column, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_score_histogram(
+    bars: Sequence[tuple[str, int]],
+    path: str | Path,
+    title: str | None = None,
+    note: str | None = None,
+) -> None:
+    """A histogram of scores given as ``(bin label, count)`` bars (an LLM judge's 0-100 scores
+    in ten bins, or 1-5 rubric scores), each bar with its count on top; ``note`` (the mean,
+    median and interval, say) is a second line of the title."""
+    labels = [label for label, _ in bars]
+    counts = [count for _, count in bars]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(bars) + 2.0), 4), layout="constrained")
+    positions = np.arange(len(bars))
+    drawn = ax.bar(positions, counts, color="tab:blue", width=0.8)
+    ax.bar_label(drawn, labels=[str(c) if c else "" for c in counts], padding=2)
+    ax.set_xticks(positions, labels)
+    ax.set_xlabel("score")
+    ax.set_ylabel("entries")
+    ax.set_ylim(0, max([*counts, 1]) * 1.15)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title((title or "scores") + (f"\n{note}" if note else ""), fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

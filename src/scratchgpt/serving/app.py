@@ -6,7 +6,9 @@ The routes, on FastAPI:
 * ``POST /v1/chat/completions``: the messages rendered in the run's prompt style (the text the
   model was fine-tuned on), continued until end-of-text, a stop string or ``max_tokens``;
 * ``POST /v1/completions``: a raw prompt continued;
-* ``POST /v1/classify`` (our own) for a classifier run: each text's label and probabilities.
+* ``POST /v1/classify`` (our own) for a classifier run: each text's label and probabilities;
+* Ollama's ``GET /api/tags``, ``POST /api/chat`` and ``POST /api/generate``
+  (:mod:`scratchgpt.serving.ollama`), on the same engine.
 
 Both completion routes answer whole, or with ``"stream": true`` as server-sent events: one
 ``data: {chunk}`` line per piece of text (the first chunk of a chat carries the role), a last
@@ -15,8 +17,9 @@ chunk with the ``finish_reason``, the usage when ``stream_options.include_usage`
 shared by all: concurrent streams are decoded together, in one batch.
 
 Safe by default: the server listens on 127.0.0.1 only, ``--api-key`` makes every ``/v1``
-request carry ``Authorization: Bearer KEY``, browsers of other origins are refused unless
-``--cors-origin`` names one, and request bodies are capped. Errors come in OpenAI's shape.
+request carry ``Authorization: Bearer KEY`` (and every ``/api`` request: Ollama's routes),
+browsers of other origins are refused unless ``--cors-origin`` names one, and request bodies
+are capped. Errors come in OpenAI's shape, or in Ollama's (``{"error": "..."}``) under ``/api``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from scratchgpt.serving.schema import (
     CompletionRequest,
     Sampling,
     error_body,
+    ollama_error_body,
 )
 from scratchgpt.tokenizers import Tokenizer
 
@@ -78,7 +82,7 @@ class ServeSettings:
 
 
 class APIError(Exception):
-    """An answer in OpenAI's error shape."""
+    """An error answer: in OpenAI's shape, or in Ollama's for the ``/api`` routes."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
                  code: str | None = None, kind: str = "invalid_request_error",
@@ -87,9 +91,14 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.kind, self.headers = kind, headers
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.kind, self.param, self.code),
-                            status_code=self.status, headers=self.headers)
+    def response(self, path: str = "/v1") -> JSONResponse:
+        body = (ollama_error_body(self.message) if _is_ollama(path)
+                else error_body(self.message, self.kind, self.param, self.code))
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _is_ollama(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
 
 
 def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
@@ -117,21 +126,22 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
     async def guard(request: Request,
                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """The body cap, then the API key, before any route runs."""
+        path = request.url.path
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return APIError(413, f"request body of {int(length):,} bytes is over the limit of "
-                                 f"{settings.max_body_bytes:,}").response()
-        if settings.api_key and request.url.path.startswith("/v1"):
+                                 f"{settings.max_body_bytes:,}").response(path)
+        if settings.api_key and (path.startswith("/v1") or _is_ollama(path)):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
                 return APIError(401, "missing or wrong API key: send the header "
                                      "'Authorization: Bearer KEY'", code="invalid_api_key",
-                                kind="authentication_error").response()
+                                kind="authentication_error").response(path)
         return await call_next(request)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError) -> JSONResponse:
-        return error.response()
+        return error.response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -140,7 +150,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         where = ".".join(str(part) for part in first["loc"] if part != "body")
         message = (f"the body is not valid JSON: {first['msg']}" if first["type"] == "json_invalid"
                    else f"{where or 'body'}: {first['msg']}")
-        return APIError(400, message, param=where or None).response()
+        return APIError(400, message, param=where or None).response(request.url.path)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -212,6 +222,9 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
                 "data": [{"index": i, "label": p.label, "probabilities": p.probabilities}
                          for i, p in enumerate(predictions)]}
 
+    from scratchgpt.serving.ollama import add_ollama_routes  # it imports this module
+
+    add_ollama_routes(app, served, settings, engine)
     return app
 
 

@@ -31,6 +31,9 @@ Rules worth knowing:
   it again, so the engine refuses instead, and the server caps ``max_tokens`` to what fits.)
   Rows are right-aligned in the cache, and :meth:`KVCache.trim` drops the slots no row uses
   any more, so the cache never needs more slots than its longest row has tokens.
+* **Memory**: the cache holds the slots the rows still need, not the whole context for every
+  row: a prefill's cache has its longest prompt's slots, and on joining the batch it grows
+  (:meth:`KVCache.reserve`) to the current length plus the most tokens any row may still add.
 * **Text** follows ``generate_text``: UTF-8 decoded incrementally (a character split over
   tokens comes out whole), cut before the first stop string (text that could begin one is
   held back until it cannot). End-of-text and stop strings finish with ``"stop"``,
@@ -145,7 +148,8 @@ class Stream:
         self._on_cancel = on_cancel
         # A delta, None (the stream ended without a finish) or the engine's error.
         self._items: queue.SimpleQueue[Delta | Exception | None] = queue.SimpleQueue()
-        self._wake: Callable[[], None] | None = None  # set while an asyncio reader reads
+        # While an asyncio reader reads: its loop, and the event that wakes it.
+        self._reader: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def cancel(self) -> None:
         """The reader went away: the engine drops the request (from the queue at once, from
@@ -171,14 +175,8 @@ class Stream:
         return self._async_deltas()
 
     async def _async_deltas(self) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-
-        def wake() -> None:  # called from the engine's thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
-                loop.call_soon_threadsafe(ready.set)
-
-        self._wake = wake
+        self._reader = (asyncio.get_running_loop(), ready)
         finished = False
         try:
             while not finished:
@@ -194,22 +192,40 @@ class Stream:
                 finished = delta.finish_reason is not None
                 yield delta
         finally:
-            self._wake = None
+            self._reader = None
             if not finished:
                 self.cancel()
 
-    def _put(self, item: Delta | Exception | None) -> None:
-        """Hand ``item`` to the reader (from any thread)."""
+    def _put(self, item: Delta | Exception | None, wake: bool = True) -> None:
+        """Hand ``item`` to the reader (from any thread); ``wake=False`` leaves waking an
+        asyncio reader to :func:`wake_readers`."""
         self._items.put(item)
-        wake = self._wake
-        if wake is not None:
-            wake()
+        if wake:
+            wake_readers([self])
 
     @staticmethod
     def _unpack(item: Delta | Exception | None) -> Delta | None:
         if isinstance(item, Exception):
             raise RuntimeError(f"generation failed: {item!r}") from item
         return item
+
+
+def wake_readers(streams: list[Stream]) -> None:
+    """Wake the asyncio readers of ``streams`` (from any thread): one call into each event
+    loop for all of its readers, not one per stream, so that a decoding step of 32 rows
+    wakes the server's loop once rather than 32 times."""
+    events: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for stream in streams:
+        if (reader := stream._reader) is not None:
+            events.setdefault(reader[0], []).append(reader[1])
+    for loop, ready in events.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
+            loop.call_soon_threadsafe(_set_all, ready)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 @dataclass
@@ -223,6 +239,11 @@ class _Row:
     last_token: int = -1  # the newest token, which the next step feeds to the model
     completion_tokens: int = 0
     finished: bool = False
+
+    @property
+    def remaining(self) -> int:
+        """Tokens this row may still feed to the model (its last sampled token is never fed)."""
+        return self.stream.request.max_new_tokens - self.completion_tokens
 
     def take(self, logits: torch.Tensor, eot_id: int | None) -> None:
         """Sample the next token from ``logits`` (``[vocab_size]``) and hand the text it
@@ -247,7 +268,7 @@ class _Row:
     def _send(self, text: str, finish_reason: str | None) -> None:
         self.finished = finish_reason is not None
         self.stream._put(Delta(text, finish_reason, len(self.stream.request.prompt_ids),
-                               self.completion_tokens))
+                               self.completion_tokens), wake=False)  # the engine wakes them
 
 
 class Engine:
@@ -397,15 +418,19 @@ class Engine:
                 generator.manual_seed(stream.request.seed)
             text = _TextCut(self.tokenizer, stream.request.stop)
             rows.append(_Row(stream, generator, text, set(stream.request.prompt_ids)))
-        cache = self.model.new_kv_cache(batch_size=len(rows))
-        logits = last_logits(self.model, [row.stream.request.prompt_ids for row in rows], cache)
+        prompts = [row.stream.request.prompt_ids for row in rows]
+        cache = self.model.new_kv_cache(batch_size=len(rows), max_len=max(map(len, prompts)))
+        logits = last_logits(self.model, prompts, cache)
         for row, row_logits in zip(rows, logits, strict=True):
             row.take(row_logits, self.tokenizer.eot_id)
+        wake_readers(streams)
         if self._cache is None:
             self._cache = cache
         else:
             self._cache.append_rows(cache)
         self._rows += rows
+        # Room for what the rows may still generate: each step stores one token per row.
+        self._cache.reserve(self._cache.length + max(row.remaining for row in self._rows))
 
     def _step(self) -> None:
         """One decoding step: every row's newest token through the shared cache, then each
@@ -413,6 +438,7 @@ class Engine:
         logits = last_logits(self.model, [[row.last_token] for row in self._rows], self._cache)
         for row, row_logits in zip(self._rows, logits, strict=True):
             row.take(row_logits, self.tokenizer.eot_id)
+        wake_readers([row.stream for row in self._rows])
 
     def _retire(self) -> None:
         """Rows that finished or were cancelled leave the batch and its cache."""

@@ -23,11 +23,12 @@ import argparse
 import dataclasses
 import os
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from scratchgpt import __version__
+from scratchgpt.cli.evaluate import add_evaluate
+from scratchgpt.cli.parsing import add_command
 from scratchgpt.pretraining import DataConfig, ModelChoice
 from scratchgpt.training.checkpoints import CheckpointError
 from scratchgpt.training.config import TrainConfig
@@ -224,26 +225,6 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_classify(args: argparse.Namespace) -> int:
-    import json
-
-    from scratchgpt.classify import Classifier
-    from scratchgpt.evaluation.report import evaluate_labelled, write_report
-    from scratchgpt.finetune.classification import ClassifyData, read_labelled
-
-    data = read_labelled(ClassifyData(data=args.data, text_field=args.text_field,
-                                      label_field=args.label_field))
-    evaluation = evaluate_labelled(Classifier.from_run(args.model), data,
-                                   threshold=args.threshold)
-    if args.out:
-        write_report(evaluation, Path(args.out))
-    if args.json:
-        print(json.dumps(evaluation.metrics, indent=2))
-    else:
-        print(evaluation.summary())
-    return 0
-
-
 def _generate(args: argparse.Namespace) -> int:
     import time
 
@@ -310,16 +291,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_command(commands: argparse._SubParsersAction, name: str, help: str,
-                 description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
-    """A subcommand whose ``--help`` ends with example command lines, kept line by line."""
-    return commands.add_parser(
-        name, help=help, description=textwrap.fill(description, 78),
-        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchgpt",
@@ -330,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scratchgpt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = _add_command(
+    info = add_command(
         commands, "info", help="parameter count and size of a model preset",
         description="Print a preset's parameter count (first line, the bare number), its "
                     "settings, its size in memory and its training FLOPs per token.",
@@ -345,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: the preset's)")
     info.set_defaults(func=_info)
 
-    tok = _add_command(
+    tok = add_command(
         commands, "tokenize", help="turn a text file into token ids",
         description="Encode FILE (UTF-8) and print the number of tokens.",
         examples=["scratchgpt tokenize --tokenizer tok.json book.txt --ids-out book.npy",
@@ -363,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(by default such text is an error)")
     tok.set_defaults(func=_tokenize)
 
-    train_tok = _add_command(
+    train_tok = add_command(
         commands, "train-tokenizer", help="train a byte-level BPE vocabulary on text files",
         description="Learn byte-pair merges from FILEs with GPT-2's pre-tokenization.",
         examples=["scratchgpt train-tokenizer book.txt --vocab-size 512 --out tok.json",
@@ -382,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="special tokens (default: <|endoftext|>)")
     train_tok.set_defaults(func=_train_tokenizer)
 
-    pre = _add_command(
+    pre = add_command(
         commands, "pretrain",
         help="train a GPT from scratch (no arguments: a small one, built-in corpus)",
         description="Pretrain a GPT on text. With no arguments it trains the `micro` preset on "
@@ -403,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(commands)
     _add_chat(commands)
     _add_serve(commands)
-    _add_evaluate(commands)
+    add_evaluate(commands)
 
-    gen = _add_command(
+    gen = add_command(
         commands, "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
                     "text, nothing else). A prompt longer than the model's context is cropped "
@@ -433,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop before this text (may be repeated)")
     gen.set_defaults(func=_generate)
 
-    down = _add_command(
+    down = add_command(
         commands, "download", help="fetch OpenAI's pretrained GPT-2 weights, or a dataset",
         description="Download GPT-2 or a dataset into the cache ($SCRATCHGPT_CACHE/models/"
                     "gpt2-SIZE-FORMAT or $SCRATCHGPT_CACHE/datasets/NAME, default "
@@ -463,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy the files from this local directory instead of downloading")
     down.set_defaults(func=_download)
 
-    export = _add_command(
+    export = add_command(
         commands, "export", help="write a model in another format (Hugging Face's GPT-2)",
         description="Write MODEL as a directory that transformers' "
                     "GPT2LMHeadModel.from_pretrained(DIR) loads with identical logits.",
@@ -499,7 +470,7 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
                     "trains it on labelled texts; `instruct` teaches it to answer "
                     "instructions.")
     tasks = finetune.add_subparsers(dest="task", required=True, metavar="TASK")
-    classify = _add_command(
+    classify = add_command(
         tasks, "classify", help="a text classifier, such as a spam filter (the book's ch. 6)",
         description="Fine-tune a GPT into a classifier on labelled texts: a stratified, seeded "
                     "train/validation/test split is saved in the run directory, the chosen "
@@ -519,7 +490,7 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     _add_config_flags(classify, "train", TrainConfig, TRAIN_DEFAULTS)
     classify.set_defaults(func=_finetune_classify, command="finetune classify")
 
-    instruct = _add_command(
+    instruct = add_command(
         tasks, "instruct", help="an assistant that follows instructions (the book's ch. 7)",
         description="Fine-tune a GPT on instruction/response records (or multi-turn "
                     "conversations) rendered in a prompt style: a seeded 85/5/10 split is saved "
@@ -543,7 +514,7 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_classify(commands: argparse._SubParsersAction) -> None:
-    classify = _add_command(
+    classify = add_command(
         commands, "classify", help="label texts with a fine-tuned classifier",
         description="Print the label of each text (and its probability), or with --json one "
                     "object per line: {\"label\": ..., \"probabilities\": {label: p, ...}}.",
@@ -590,7 +561,7 @@ def _add_sampling_flags(parser: argparse.ArgumentParser, max_new_tokens: int) ->
 
 
 def _add_chat(commands: argparse._SubParsersAction) -> None:
-    chat = _add_command(
+    chat = add_command(
         commands, "chat", help="talk to an instruction-tuned model in the terminal",
         description="A terminal assistant: each answer streams as it is made, the "
                     "conversation is kept (the oldest turns dropped, and you told, when it "
@@ -615,7 +586,7 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
-    serve = _add_command(
+    serve = add_command(
         commands, "serve", help="serve a model over OpenAI's HTTP API",
         description="Serve a run (instruction-tuned, pretrained or classifier) or a downloaded "
                     "GPT-2 with OpenAI's API: GET /v1/models, POST /v1/chat/completions and "
@@ -649,39 +620,6 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
 
 
-def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    evaluate = commands.add_parser(
-        "evaluate", help="measure a fine-tuned model on labelled data (classify)",
-        description="Evaluate a model: `classify` measures a classifier on labelled texts.")
-    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
-    classify = _add_command(
-        tasks, "classify", help="accuracy, precision, recall, F1, ROC-AUC, confusion matrix",
-        description="Classify labelled texts with a fine-tuned classifier and report how it "
-                    "did: accuracy; precision, recall and F1 per class and macro; ROC-AUC for "
-                    "two classes; the confusion matrix.",
-        examples=["scratchgpt evaluate classify --model runs/spam --data sms-spam",
-                  "scratchgpt evaluate classify --model runs/spam --data mail.jsonl --json",
-                  "scratchgpt evaluate classify --model runs/spam --data spamassassin "
-                  "--out runs/spam/spamassassin"],
-    )
-    classify.add_argument("--model", required=True, metavar="RUN_DIR",
-                          help="a run directory of `scratchgpt finetune classify`")
-    classify.add_argument("--data", required=True, metavar="PATH",
-                          help="labelled texts: sms-spam, spamassassin (downloaded), or a file "
-                               "or directory as `finetune classify --data` takes")
-    classify.add_argument("--text-field", metavar="F",
-                          help="the text column of a .csv, .tsv or .jsonl file (default: text)")
-    classify.add_argument("--label-field", metavar="F",
-                          help="the label column of a .csv, .tsv or .jsonl file (default: label)")
-    classify.add_argument("--threshold", type=float, metavar="P",
-                          help="two classes only: as `scratchgpt classify --threshold`")
-    classify.add_argument("--json", action="store_true",
-                          help="print the metrics as JSON: the same object as eval.json")
-    classify.add_argument("--out", metavar="DIR",
-                          help="also write eval.json, confusion.png and errors.jsonl here")
-    classify.set_defaults(func=_evaluate_classify, command="evaluate classify")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -695,7 +633,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"scratchgpt {args.command}: error: {message}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
