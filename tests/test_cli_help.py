@@ -94,7 +94,7 @@ def test_the_tokenizer_examples_run_as_written(
 
 
 @pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
-                                  ["evaluate", "classify"], ["evaluate", "judge"],
+                                  ["evaluate", "classify"], ["evaluate", "judge"], ["evaluate", "mmlu"], ["evaluate", "perplexity"],
                                   ["evaluate", "review"], ["evaluate", "compare"], ["classify"]])
 def test_each_task_has_examples_that_parse_and_explains_every_flag(
     capsys: pytest.CaptureFixture[str], argv: list[str]

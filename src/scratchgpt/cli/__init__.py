@@ -415,11 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "scratchgpt download instructions"],
     )
     down.add_argument("name", choices=["gpt2", "sms-spam", "spamassassin", "instructions",
-                                       "alpaca"], metavar="NAME",
+                                       "alpaca", "mmlu"], metavar="NAME",
                       help="gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS Spam Collection), "
                            "spamassassin (the SpamAssassin public mail corpus), instructions "
-                           "(the book's 1,100 instruction/response pairs) or alpaca (Stanford "
-                           "Alpaca's 52,002)")
+                           "(the book's 1,100 instruction/response pairs), alpaca (Stanford "
+                           "Alpaca's 52,002) or mmlu (the MMLU benchmark's original data.tar)")
     down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"],
                       help="gpt2's parameters: 124M (gpt2, the default), 355M (medium), 774M "
                            "(large), 1558M (xl)")

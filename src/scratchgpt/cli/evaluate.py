@@ -74,6 +74,54 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_mmlu(args: argparse.Namespace) -> int:
+    from scratchgpt.evaluation.mmlu import evaluate_mmlu, load_mmlu
+    from scratchgpt.evaluation.records import (
+        data_fingerprint,
+        eval_dir,
+        make_record,
+        write_record,
+    )
+    from scratchgpt.hub.datasets import dataset_path
+    from scratchgpt.hub.gpt2 import load_gpt2
+
+    data = load_mmlu(dataset_path(args.data, "benchmark"), args.subjects, args.limit)
+    model, tokenizer = load_gpt2(args.model)
+    result = evaluate_mmlu(model, tokenizer, data, shots=args.shots,
+                           batch_size=args.batch_size, progress=not args.json)
+    record = make_record("mmlu", args.model, result.to_dict(),
+                         data=data_fingerprint(list(data.files)))
+    path = write_record(eval_dir(args.model), f"mmlu-{args.shots}shot", record)
+    _print_result(args, record, result.summary(per_subject=args.per_subject), path)
+    return 0
+
+
+def _evaluate_perplexity(args: argparse.Namespace) -> int:
+    from scratchgpt.evaluation.perplexity import file_perplexity
+    from scratchgpt.evaluation.records import (
+        data_fingerprint,
+        eval_dir,
+        make_record,
+        write_record,
+    )
+    from scratchgpt.hub.gpt2 import load_gpt2
+
+    model, tokenizer = load_gpt2(args.model)
+    result = file_perplexity(model, tokenizer, args.data, args.context, args.stride,
+                             args.batch_size, encoding_errors=args.encoding_errors,
+                             allowed_special="all" if args.allow_special else frozenset(),
+                             progress=not args.json)
+    record = make_record("perplexity", args.model, result.to_dict(),
+                         data=data_fingerprint(Path(args.data)))
+    path = write_record(eval_dir(args.model), f"perplexity-{_name_part(args.data)}", record)
+    summary = (f"perplexity {result.perplexity:,.4f} (mean negative log-likelihood "
+               f"{result.nll:.4f}) over {result.tokens:,} tokens of {args.data}, in "
+               f"{result.windows} windows of {result.context_length} tokens, stride "
+               f"{result.stride}")
+    _print_result(args, record, summary, path)
+    return 0
+
+
 def _evaluate_judge(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.judge import JudgeSettings, judge_responses
 
@@ -123,6 +171,8 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
                     "(with the command, a fingerprint of the data and the time); `compare` "
                     "puts the results of several runs in one table.")
     tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
+    _add_perplexity(tasks)
+    _add_mmlu(tasks)
     _add_judge(tasks)
     _add_classify(tasks)
     _add_review(tasks)
@@ -132,6 +182,78 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 def _add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object (the saved record)")
+
+
+def _add_perplexity(tasks: argparse._SubParsersAction) -> None:
+    perplexity = add_command(
+        tasks, "perplexity", help="how surprised a model is by a text: exp(mean loss per token)",
+        description="The perplexity of a model on a UTF-8 text, by the sliding-window method: "
+                    "windows of --context tokens start every --stride tokens, and each scores "
+                    "only the tokens the window before did not, so every token but the first "
+                    "is scored once, with up to a window of context before it (a smaller "
+                    "stride: more context, more compute). Saved as "
+                    "MODEL_DIR/eval/perplexity-FILE.json.",
+        examples=["scratchgpt evaluate perplexity --model runs/first --data "
+                  "../shared/assets/corpora/the-verdict.txt",
+                  "scratchgpt evaluate perplexity --model gpt2-124M --data book.txt "
+                  "--stride 512",
+                  "scratchgpt evaluate perplexity --model runs/first --data notes.txt "
+                  "--context 128 --json"],
+    )
+    perplexity.add_argument("--model", required=True, metavar="SPEC", help="the model: a run "
+                            "directory, a downloaded GPT-2 (gpt2-124M) or a GPT-2 directory")
+    perplexity.add_argument("--data", required=True, metavar="FILE",
+                            help="the text to score, UTF-8")
+    perplexity.add_argument("--context", type=int, metavar="N",
+                            help="tokens per window (default: the model's context length)")
+    perplexity.add_argument("--stride", type=int, metavar="N",
+                            help="tokens between window starts (default: half the window)")
+    perplexity.add_argument("--batch-size", type=int, default=4, metavar="N",
+                            help="windows in one forward pass (default: 4)")
+    perplexity.add_argument("--encoding-errors", choices=["strict", "replace"],
+                            default="strict", help="strict: stop at bytes that are not UTF-8 "
+                                                   "(default); replace: read them as U+FFFD")
+    perplexity.add_argument("--allow-special", action="store_true",
+                            help="encode special-token text such as <|endoftext|> as its "
+                                 "special id (by default such text is an error)")
+    _add_json_flag(perplexity)
+    perplexity.set_defaults(func=_evaluate_perplexity, command="evaluate perplexity")
+
+
+def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
+    mmlu = add_command(
+        tasks, "mmlu", help="MMLU: 57 subjects of four-choice questions, as lm-eval scores them",
+        description="Measure a model on MMLU (Hendrycks et al.) the way lm-evaluation-harness's "
+                    "mmlu task does: each question under its subject's header, choices A. to "
+                    "D., then 'Answer:'; the prediction is the letter whose token the model "
+                    "finds most likely. Reports accuracy per subject, per category (STEM, "
+                    "humanities, social sciences, other), overall (micro: all questions; "
+                    "macro: the mean of the subjects). Chance is 25%; GPT-2 124M scores about "
+                    "26%. Saved as MODEL_DIR/eval/mmlu-Nshot.json.",
+        examples=["scratchgpt evaluate mmlu --model gpt2-124M --data mmlu --shots 5",
+                  "scratchgpt evaluate mmlu --model runs/assistant --data mmlu --subjects "
+                  "astronomy virology --limit 50",
+                  "scratchgpt evaluate mmlu --model runs/first --data cais-mmlu/ --json"],
+    )
+    mmlu.add_argument("--model", required=True, metavar="SPEC", help="the model: a run "
+                      "directory, a downloaded GPT-2 (gpt2-124M) or a GPT-2 directory")
+    mmlu.add_argument("--data", required=True, metavar="DIR",
+                      help="mmlu (after `scratchgpt download mmlu`), the original release's "
+                           "data/ directory (dev/ and test/ CSVs), or Hugging Face cais/mmlu "
+                           "parquet files")
+    mmlu.add_argument("--shots", type=int, choices=range(6), default=0, metavar="0-5",
+                      help="worked examples from the subject's dev set before each question "
+                           "(default: 0; the MMLU paper reports 5)")
+    mmlu.add_argument("--subjects", nargs="+", metavar="SUBJECT",
+                      help="only these subjects (astronomy, college_physics, ...; default: all)")
+    mmlu.add_argument("--limit", type=int, metavar="N",
+                      help="only the first N test questions of each subject")
+    mmlu.add_argument("--batch-size", type=int, default=8, metavar="N",
+                      help="questions scored in one forward pass (default: 8)")
+    mmlu.add_argument("--per-subject", action="store_true",
+                      help="print every subject's accuracy, not just the categories")
+    _add_json_flag(mmlu)
+    mmlu.set_defaults(func=_evaluate_mmlu, command="evaluate mmlu")
 
 
 def _add_judge(tasks: argparse._SubParsersAction) -> None:

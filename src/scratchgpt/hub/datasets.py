@@ -11,6 +11,10 @@ as GPT-2's weights (:func:`.download.fetch_files`) into ``$SCRATCHGPT_CACHE/data
   checked against the sha256 we ship.
 * ``alpaca``: Stanford Alpaca's 52,002 pairs (``alpaca_data.json``); the file has changed
   upstream over time, so no sha256 is shipped: every record is validated instead.
+* ``mmlu``: the MMLU benchmark as its authors publish it, ``data.tar`` (166,184,960 bytes, the
+  sha256 we ship is the one Hugging Face's ``hendrycks_test`` loader recorded for it),
+  unpacked once verified into ``data/`` (``dev``, ``val``, ``test`` and ``auxiliary_train``
+  CSV files), which is what ``--data mmlu`` reads.
 
 Only fetching and checking live here; reading the messages is the loaders' job.
 """
@@ -19,10 +23,13 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import re
+import shutil
+import sys
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,6 +58,10 @@ ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/"
 INSTRUCTIONS_FILE = "instruction-data.json"
 INSTRUCTIONS_SHA256 = "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"
 ALPACA_FILE = "alpaca_data.json"
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/"
+MMLU_TAR = "data.tar"
+MMLU_SHA256 = "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b"
+MMLU_DIR = "data"
 SPAMASSASSIN_FILES = ("20030228_easy_ham.tar.bz2", "20030228_easy_ham_2.tar.bz2",
                       "20030228_hard_ham.tar.bz2", "20030228_spam.tar.bz2",
                       "20050311_spam_2.tar.bz2")
@@ -89,6 +100,50 @@ def _check_tar_bz2(path: Path) -> None:
         raise ContentError(f"{expected}, found one holding no files")
 
 
+def _check_mmlu_tar(path: Path) -> None:
+    """A tar archive holding MMLU's test files, ``data/test/SUBJECT_test.csv``. Only the
+    members' headers are read (the archive is not compressed: the reader seeks past the
+    data), so this is quick for the 166 MB file."""
+    expected = "expected a tar archive of MMLU's CSV files"
+    try:
+        with tarfile.open(path) as tar:
+            names = [member.name.removeprefix("./") for member in tar if member.isfile()]
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ContentError(f"{expected}, found a file tar cannot read ({err})") from None
+    if not any(re.fullmatch(r"data/test/\w+_test\.csv", name) for name in names):
+        found = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") or "no files"
+        raise ContentError(f"{expected}, found none of data/test/*_test.csv ({found})")
+
+
+def _unpack_tar(archive: Path, dest: Path) -> None:
+    """Extract ``archive``'s directory ``dest.name`` to ``dest``, through ``dest.name.part``
+    so that ``dest`` appears only once it is whole. Only plain files and directories inside
+    the target are written (tarfile's ``data`` filter, where Python has it, says the same)."""
+    part = dest.with_name(dest.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir()
+    prefix = dest.name + "/"
+
+    def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            inside = name.startswith(prefix) and ".." not in Path(name).parts
+            if inside and (member.isfile() or member.isdir()):
+                member.name = name
+                yield member
+
+    try:
+        with tarfile.open(archive) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(part, members=members(tar), **safe)  # type: ignore[arg-type]
+        shutil.rmtree(dest, ignore_errors=True)
+        (part / dest.name).replace(dest)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    files = sum(1 for p in dest.rglob("*") if p.is_file())
+    print(f"{dest}: {files:,} files extracted from {archive.name}", file=sys.stderr)
+
+
 def _check_instructions(path: Path) -> None:
     """Instruction records that every fine-tuning can read (:func:`load_instructions`)."""
     try:
@@ -103,14 +158,19 @@ class Dataset:
 
     urls: Mapping[str, str]  # {file name: the publisher's URL}, fetched in this order
     reads: str | None  # what a loader reads: one file of the download, or None for the directory
-    kind: str  # "labelled" (texts with classes) or "instructions" (instruction/response pairs)
+    kind: str  # "labelled" (texts with classes), "instructions" (instruction/response pairs)
+    # or "benchmark" (questions to score a model on)
     extract: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # {file: (zip, member)}
+    unpack: Mapping[str, str] = field(default_factory=dict)  # {directory: tar it is unpacked from}
     sha256: Mapping[str, str] = field(default_factory=dict)  # the sha256 we ship, by file name
     checks: Mapping[str, Check] = field(default_factory=dict)  # content checks, by file name
 
     @property
     def needed(self) -> tuple[str, ...]:
-        """The files that must be downloaded whole before a loader reads the dataset."""
+        """The files that must be downloaded whole before a loader reads the dataset (an
+        unpacked directory's: its archive)."""
+        if self.reads in self.unpack:
+            return (self.unpack[self.reads],)
         return (self.reads,) if self.reads else tuple(self.urls)
 
 
@@ -143,11 +203,19 @@ DATASETS: dict[str, Dataset] = {
         kind="instructions",
         checks={ALPACA_FILE: _check_instructions},
     ),
+    "mmlu": Dataset(
+        urls={MMLU_TAR: MMLU_URL + MMLU_TAR},
+        reads=MMLU_DIR,
+        kind="benchmark",
+        unpack={MMLU_DIR: MMLU_TAR},
+        sha256={MMLU_TAR: MMLU_SHA256},
+        checks={MMLU_TAR: _check_mmlu_tar},
+    ),
 }
 
 
 def dataset_names(kind: str) -> list[str]:
-    """The shipped datasets of one kind: ``labelled`` or ``instructions``."""
+    """The shipped datasets of one kind: ``labelled``, ``instructions`` or ``benchmark``."""
     return [name for name, dataset in DATASETS.items() if dataset.kind == kind]
 
 
@@ -180,12 +248,19 @@ def download_dataset(
     """Fetch dataset ``name`` into ``directory`` (default: ``datasets_dir() / name``), verify
     and extract it, and return the directory. ``base_url`` and ``source_dir`` work as for
     GPT-2 (:func:`.download.download_gpt2`): a mirror keeping each URL's path, or a local
-    directory holding the publisher's files under their own names."""
+    directory holding the publisher's files under their own names. A directory unpacked from
+    a tar is unpacked again when it is missing or its archive was fetched anew."""
     dataset = get_dataset(name)
     urls = {file: mirror_url(url, base_url) for file, url in dataset.urls.items()}
-    return fetch_files(urls, Path(directory) if directory else datasets_dir() / name,
-                       source_dir=source_dir, extract=dataset.extract, sha256=dataset.sha256,
-                       checks=dataset.checks, progress=progress)
+    target = Path(directory) if directory else datasets_dir() / name
+    before = read_manifest(target) if target.is_dir() else {}
+    fetch_files(urls, target, source_dir=source_dir, extract=dataset.extract,
+                sha256=dataset.sha256, checks=dataset.checks, progress=progress)
+    after = read_manifest(target)
+    for unpacked, archive in dataset.unpack.items():
+        if not (target / unpacked).is_dir() or before.get(archive) != after.get(archive):
+            _unpack_tar(target / archive, target / unpacked)
+    return target
 
 
 def find_dataset(name: str) -> Path:
@@ -199,4 +274,7 @@ def find_dataset(name: str) -> Path:
         raise FileNotFoundError(f"{name} has not been downloaded; run: {command} (looked in "
                                 f"{directory})")
     check_download(directory, dataset.needed, command=command)
+    if dataset.reads in dataset.unpack and not (directory / dataset.reads).is_dir():
+        raise FileNotFoundError(f"{directory / dataset.reads} is missing; run the download "
+                                f"again: {command}")
     return directory / dataset.reads if dataset.reads else directory
