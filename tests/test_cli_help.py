@@ -11,6 +11,7 @@ import pytest
 
 from scratchgpt.cli import build_parser, main
 
+EVALUATE_TASKS = ["classify", "judge", "mmlu", "perplexity", "review", "compare"]
 COMMANDS = ["info", "tokenize", "train-tokenizer", "pretrain", "generate", "download", "export",
             "chat", "serve"]
 
@@ -94,8 +95,8 @@ def test_the_tokenizer_examples_run_as_written(
 
 
 @pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
-                                  ["evaluate", "classify"], ["evaluate", "judge"], ["evaluate", "mmlu"], ["evaluate", "perplexity"],
-                                  ["evaluate", "review"], ["evaluate", "compare"], ["classify"]])
+                                  *(["evaluate", task] for task in EVALUATE_TASKS),
+                                  ["classify"]])
 def test_each_task_has_examples_that_parse_and_explains_every_flag(
     capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:

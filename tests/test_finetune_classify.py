@@ -24,6 +24,7 @@ from scratchgpt.classify import Classifier
 from scratchgpt.cli import main
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.splits import load_splits
+from scratchgpt.evaluation.records import RECORD_KEYS
 from scratchgpt.training.checkpoints import step_dirs
 
 TINY = ["--model", "preset:nano", "--tokenizer", "bpe:400", "--epochs", "1", "--batch-size", "8",
@@ -111,13 +112,18 @@ def test_eval_json_agrees_with_scikit_learn_on_the_test_split(trained: Path) -> 
     assert all(e["label"] != e["predicted"] for e in errors)
 
 
-def test_evaluate_classify_json_is_the_eval_json_object(
+def test_evaluate_classify_json_is_the_eval_json_object_as_a_record(
     trained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["evaluate", "classify", "--model", str(trained), "--data",
-                 str(trained / "split" / "test.jsonl"), "--json"]) == 0
+    test_split = trained / "split" / "test.jsonl"
+    assert main(["evaluate", "classify", "--model", str(trained), "--data", str(test_split),
+                 "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((trained / "eval.json").read_text(encoding="utf-8"))
+    metrics = {k: v for k, v in printed.items() if k not in RECORD_KEYS}
+    assert metrics == json.loads((trained / "eval.json").read_text(encoding="utf-8"))
+    assert (printed["evaluation"], printed["data"]["path"]) == ("classify", str(test_split))
+    saved = trained / "eval" / "classify-test.json"  # where `evaluate compare` finds it
+    assert json.loads(saved.read_text(encoding="utf-8")) == printed
 
 
 def test_classify_prints_one_json_line_per_text(

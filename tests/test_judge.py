@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pretrain_runs import run_pretrain, write_corpus
+import torch
 from serve_runs import Server, free_port
 
+from scratchgpt.config import ModelConfig
 from scratchgpt.evaluation.judge import (
     REASK,
     JudgeError,
@@ -44,6 +45,9 @@ from scratchgpt.evaluation.judge import (
     text_histogram,
 )
 from scratchgpt.evaluation.responses import ResponsesError
+from scratchgpt.hub.export import export_hf
+from scratchgpt.model import GPTModel
+from scratchgpt.tokenizers.gpt2 import load_gpt2_tokenizer
 
 # --- A scripted judge ---------------------------------------------------------------------------
 
@@ -519,16 +523,18 @@ def test_an_interrupted_run_loses_no_judged_entry_and_resumes(tmp_path: Path, sc
 
 
 @pytest.fixture(scope="module")
-def judge_server(instruct_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``scratchgpt serve`` of a tiny pretrained model with room for the book's judge prompt
-    (about 270 of its tokens; ``chat_server``'s model has a context of 160)."""
-    corpus = write_corpus(tmp_path_factory.mktemp("judge-corpus") / "corpus.txt", chars=20_000)
-    run_dir = tmp_path_factory.mktemp("judge-runs") / "judge-model"
-    done = run_pretrain(corpus, run_dir, instruct_cache, "--max-steps", "1", "--eval-every",
-                        "1", "--context-length", "512")
-    assert done.returncode == 0, done.stderr
-    server = Server(run_dir, instruct_cache, "--max-tokens", "8")
-    yield server, run_dir.name
+def judge_server(shared_assets: Path, instruct_cache: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``scratchgpt serve`` of a tiny random GPT-2-shaped model (GPT-2's tokenizer) with room
+    for the book's judge prompt (about 270 tokens; ``chat_server``'s model has a context of
+    160)."""
+    torch.manual_seed(0)
+    model = GPTModel(ModelConfig(vocab_size=50257, context_length=512, emb_dim=32, n_heads=2,
+                                 n_layers=2))
+    directory = tmp_path_factory.mktemp("judge-models") / "judge-model"
+    export_hf(model, load_gpt2_tokenizer(shared_assets / "gpt2-tokenizer"), directory)
+    server = Server(directory, instruct_cache, "--max-tokens", "8")
+    yield server, directory.name
     server.stop()
 
 
