@@ -199,9 +199,9 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
     async def answer(chosen: Engine, body: Sampling, prompt: str, limit: int | None,
                      stop: tuple[str, ...], chat: bool) -> Response:
         """Generate for either route: whole, or streamed as server-sent events."""
-        request = _generation(served, settings, body, prompt, limit, stop,
-                              prompt_field="messages" if chat else "prompt")
-        stream = _submit(chosen, request)
+        request = generation_request(served, settings, body, prompt, limit, stop,
+                                     prompt_field="messages" if chat else "prompt")
+        stream = submit_request(chosen, request)
         if body.stream:
             chunks = _chat_chunks if chat else _completion_chunks
             return _event_stream(chunks(served.name, stream, body))
@@ -235,9 +235,9 @@ def _check_model(served: ServedModel, name: str) -> None:
                        code="model_not_found")
 
 
-def _generation(served: ServedModel, settings: ServeSettings, body: Sampling, prompt: str,
-                max_tokens: int | None, style_stop: tuple[str, ...],
-                prompt_field: str) -> GenerationRequest:
+def generation_request(served: ServedModel, settings: ServeSettings, body: Sampling,
+                       prompt: str, max_tokens: int | None, style_stop: tuple[str, ...],
+                       prompt_field: str) -> GenerationRequest:
     """The engine's request: the prompt's tokens and the sampling settings, within limits.
 
     A prompt that leaves no room in the model's context is refused with both lengths; one
@@ -262,7 +262,8 @@ def _generation(served: ServedModel, settings: ServeSettings, body: Sampling, pr
         seed=body.seed, stop=style_stop + body.stop_strings())
 
 
-def _submit(engine: Engine, request: GenerationRequest) -> Stream:
+def submit_request(engine: Engine, request: GenerationRequest) -> Stream:
+    """Queue ``request``; a full engine is OpenAI's 429 with ``Retry-After``."""
     try:
         return engine.submit(request)
     except QueueFull:

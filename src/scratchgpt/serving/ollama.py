@@ -27,9 +27,9 @@ leaves) and ``stop``, with Ollama's documented defaults (temperature 0.8, top_k 
 model's context is fixed. ``format``, ``tools``, ``images``, ``suffix`` and ``context`` are
 refused with a message, never silently ignored.
 
-Decoding is the server's: the same :class:`~scratchgpt.serving.engine.Engine`, request limits
-(``_generation``), 429 when full (``_submit``) as ``/v1``, so at temperature 0 ``/api/chat``
-answers exactly what ``/v1/chat/completions`` does.
+Decoding is the server's: the same :class:`~scratchgpt.serving.engine.Engine`, request
+limits (``generation_request``), 429 when full (``submit_request``) as ``/v1``, so at
+temperature 0 ``/api/chat`` answers exactly what ``/v1/chat/completions`` does.
 
 Errors come in Ollama's shape, ``{"error": "..."}``, with the same status codes as ``/v1``.
 **API key**: when the server has ``--api-key``, it guards ``/api`` as it guards ``/v1`` (the
@@ -56,8 +56,8 @@ from scratchgpt.serving.app import (
     APIError,
     ServedModel,
     ServeSettings,
-    _generation,
-    _submit,
+    generation_request,
+    submit_request,
 )
 from scratchgpt.serving.engine import Delta, Engine, Stream
 from scratchgpt.serving.schema import (
@@ -162,14 +162,14 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
         if limit is not None and limit > settings.max_tokens:
             raise APIError(400, f"options.num_predict is {limit}, over this server's limit of "
                                 f"{settings.max_tokens}", param="options.num_predict")
-        request = _generation(served, settings, body.sampling(), prompt,
-                              limit if limit and limit > 0 else None, stop,
-                              prompt_field="messages" if chat else "prompt")
+        request = generation_request(served, settings, body.sampling(), prompt,
+                                     limit if limit and limit > 0 else None, stop,
+                                     prompt_field="messages" if chat else "prompt")
         options = body.options
         request = replace(request, top_k=options.top_k or None,
                           repetition_penalty=options.repeat_penalty)
         began = time.perf_counter_ns()
-        stream = _submit(chosen, request)
+        stream = submit_request(chosen, request)
         if body.stream:
             return StreamingResponse(_ndjson(body.model, stream, chat, began),
                                      media_type="application/x-ndjson")
