@@ -11,6 +11,7 @@ import pytest
 
 from scratchgpt.cli import build_parser, main
 
+VIZ_TASKS = ["attention", "embeddings", "tokens", "run"]
 EVALUATE_TASKS = ["classify", "judge", "mmlu", "perplexity", "review", "compare"]
 COMMANDS = ["info", "tokenize", "train-tokenizer", "pretrain", "generate", "download", "export",
             "chat", "serve"]
@@ -96,6 +97,7 @@ def test_the_tokenizer_examples_run_as_written(
 
 @pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
                                   *(["evaluate", task] for task in EVALUATE_TASKS),
+                                  *(["viz", task] for task in VIZ_TASKS),
                                   ["classify"]])
 def test_each_task_has_examples_that_parse_and_explains_every_flag(
     capsys: pytest.CaptureFixture[str], argv: list[str]

@@ -422,6 +422,11 @@ def test_evaluate_review_command_writes_the_page_and_collects(tmp_path: Path, ca
     assert page["seed"] == 3 and len(page["items"]) == 4
     a, b = "alpha-run", "beta-run"
     ann = ratings_file(tmp_path / "ann.json", page, "ann", {0: ({a: 5, b: 2}, a)})
+    assert main(["evaluate", "review", "--responses", *map(str, two_runs(tmp_path)),
+                 "--out", str(page_path), "--seed", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "page": str(page_path), "page_id": page["page_id"], "systems": page["systems"],
+        "items": 4}
     assert main(["evaluate", "review", "--collect", str(ann), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ratings"][a]["mean"] == 5
     assert main(["evaluate", "review", "--responses", str(ann)]) == 2

@@ -11,34 +11,52 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogFormatterSciNotation, LogLocator  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogFormatterSciNotation, LogLocator  # noqa: E402
+
+_SPLITS = (("train", "-", "train"), ("val", "--", "validation"))  # field prefix, line, legend
 
 
 def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Train and validation loss against tokens seen. A language model's gets perplexity
-    (exp loss) on the right; a classifier's (metrics with ``val_accuracy``) gets a second panel,
-    train and validation accuracy."""
-    tokens = [m["tokens"] for m in metrics]
-    classifier = "val_accuracy" in metrics[-1]
-    fig, axes = plt.subplots(1, 2 if classifier else 1, figsize=(11 if classifier else 7, 4),
-                             squeeze=False)
+    """One run's curves, as its ``loss.png``: see :func:`plot_curves`."""
+    plot_curves([("", metrics)], path)
+
+
+def plot_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path,
+                x: str = "tokens") -> Figure:
+    """Training curves of one or more runs, each ``(name, metrics)``, against ``x`` (a field of
+    the metrics: ``tokens`` seen, or ``step``). One colour per run: train loss solid,
+    validation loss dashed. Perplexity (exp loss) goes on the right when a language model is
+    among the runs; classifiers (metrics with ``val_accuracy``) get a second panel, accuracy.
+    The legend names the runs (a single run named ``""`` is left out). Returns the figure,
+    closed, for its axes to be inspected."""
+    classifiers = ["val_accuracy" in metrics[-1] for _, metrics in runs]
+    fig, axes = plt.subplots(1, 2 if any(classifiers) else 1, squeeze=False,
+                             figsize=(11 if any(classifiers) else 7, 4), layout="constrained")
     ax = axes[0, 0]
-    ax.plot(tokens, [m["train_loss"] for m in metrics], label="train loss")
-    ax.plot(tokens, [m["val_loss"] for m in metrics], linestyle="--", label="validation loss")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("cross-entropy loss")
-    ax.legend(loc="upper right")
-    ax.grid(alpha=0.3)
-    if classifier:
-        accuracy = axes[0, 1]
-        accuracy.plot(tokens, [m["train_accuracy"] for m in metrics], label="train accuracy")
-        accuracy.plot(tokens, [m["val_accuracy"] for m in metrics], linestyle="--",
-                      label="validation accuracy")
-        accuracy.set_xlabel("tokens seen")
-        accuracy.set_ylabel("accuracy")
-        accuracy.legend(loc="lower right")
-        accuracy.grid(alpha=0.3)
-    else:
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, ((name, metrics), classifier) in enumerate(zip(runs, classifiers, strict=True)):
+        panels = [(ax, "loss"), (axes[0, 1], "accuracy")] if classifier else [(ax, "loss")]
+        for panel, metric in panels:
+            for split, style, _ in _SPLITS:
+                points = [(m[x], m[f"{split}_{metric}"]) for m in metrics
+                          if f"{split}_{metric}" in m]
+                if points:
+                    panel.plot(*zip(*points, strict=True), color=colours[index % len(colours)],
+                               linestyle=style, label=f"{name} {split} {metric}".strip())
+    key = [Line2D([], [], color=colours[i % len(colours)], linewidth=4, label=name)
+           for i, (name, _) in enumerate(runs) if name]
+    key += [Line2D([], [], color="grey" if key else colours[0], linestyle=style, label=label)
+            for _, style, label in _SPLITS]
+    ax.legend(handles=key, loc="upper right", fontsize="small")
+    for panel, label in zip(axes[0], ("cross-entropy loss", "accuracy"), strict=False):
+        panel.set_xlabel("tokens seen" if x == "tokens" else x)
+        panel.set_ylabel(label)
+        panel.grid(alpha=0.3)
+        if x == "tokens":
+            panel.xaxis.set_major_formatter(EngFormatter())  # 1.5M, not 1.5e6 in a corner
+    if not all(classifiers):
         low, high = ax.get_ylim()
         perplexity = ax.secondary_yaxis(
             "right",
@@ -47,11 +65,11 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
         )
         perplexity.yaxis.set_major_locator(LogLocator(base=10))  # loss = ln(perplexity)
         perplexity.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
-        perplexity.set_ylabel("perplexity")
+        perplexity.set_ylabel("perplexity" + (" (language models)" if any(classifiers) else ""))
         ax.set_ylim(low, high)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def plot_confusion(

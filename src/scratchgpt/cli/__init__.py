@@ -15,6 +15,9 @@
     scratchgpt download instructions             the book's 1,100 instruction/response pairs
     scratchgpt finetune instruct --data instructions --model gpt2-124M --out runs/assistant
     scratchgpt chat --model runs/assistant
+    scratchgpt serve --model runs/assistant      OpenAI's (and Ollama's) API and a web page
+    scratchgpt evaluate perplexity --model runs/first --data book.txt
+    scratchgpt viz attention --model runs/first --text "The list" --out attention.png
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from scratchgpt import __version__
 from scratchgpt.cli.evaluate import add_evaluate
 from scratchgpt.cli.parsing import add_command
+from scratchgpt.cli.viz import add_viz
 from scratchgpt.pretraining import DataConfig, ModelChoice
 from scratchgpt.training.checkpoints import CheckpointError
 from scratchgpt.training.config import TrainConfig
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(commands)
     _add_serve(commands)
     add_evaluate(commands)
+    add_viz(commands)
 
     gen = add_command(
         commands, "generate", help="continue a prompt with a trained or downloaded model",

@@ -160,7 +160,11 @@ def _evaluate_review(args: argparse.Namespace) -> int:
     data = page_data(page)
     print(f"wrote {page}: {len(data['items'])} items, {len(data['systems'])} system(s), "
           f"blinded; open it in a browser, rate, and press Save ratings", file=sys.stderr)
-    print(page)
+    if args.json:
+        print(json.dumps({"page": str(page), "page_id": data["page_id"],
+                          "systems": data["systems"], "items": len(data["items"])}))
+    else:
+        print(page)
     return 0
 
 

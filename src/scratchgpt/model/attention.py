@@ -11,12 +11,15 @@
 
 Every ``forward`` accepts ``return_weights=True`` and then returns ``(output, weights)``
 so the attention pattern can be plotted. Given the same weights, all five compute the same
-thing (``tests/test_attention.py`` proves it).
+thing (``tests/test_attention.py`` proves it). Inside a whole model, :func:`record_attention`
+collects every layer's weights during an ordinary forward (``scratchgpt viz attention``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +161,8 @@ class MultiHeadAttention(nn.Module):
       position (for ``rope``) and a ``[B, 1, T, T_keys]`` mask that hides padding keys as well
       as the future; without padding no mask is built and the causal fast paths run.
     * ``out_proj`` (GPT-2's ``c_proj``) mixes the heads' outputs.
+    * ``recorder``: None, except inside :func:`record_attention`, which sets it to a list;
+      each forward then takes the explicit path and appends its weights to that list.
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.rope = rope
+        self.recorder: list[torch.Tensor] | None = None  # see record_attention()
 
     def forward(
         self,
@@ -202,7 +208,7 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
 
         weights = None
-        if return_weights:  # spelled out, as in CausalAttention, to keep the weights
+        if return_weights or self.recorder is not None:  # spelled out, as in CausalAttention
             mask = padding_mask
             if mask is None:
                 mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
@@ -210,6 +216,8 @@ class MultiHeadAttention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p)
             context = weights @ v
+            if self.recorder is not None:
+                self.recorder.append(weights.detach())
         elif padding_mask is not None:  # a padded batch: causal and no padding keys, per row
             context = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=padding_mask, dropout_p=dropout_p
@@ -225,3 +233,33 @@ class MultiHeadAttention(nn.Module):
 
         context = self.out_proj(context.transpose(1, 2).reshape(batch, num_tokens, self.d_out))
         return (context, weights) if return_weights else context
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the attention weights ``model`` computes while the ``with`` block runs.
+
+    ``with record_attention(model) as weights: model(idx)`` leaves in ``weights`` one
+    ``[B, H, T, T]`` tensor per layer, in layer order: ``weights[i][b, h, q, k]`` is how much
+    query token ``q`` of layer ``i``'s head ``h`` draws from key token ``k``. Every row sums
+    to 1 and is 0 above the diagonal, where the keys lie in the future. Each further forward
+    (a generation step with a KV cache, say) appends one more tensor per layer.
+
+    Each :class:`MultiHeadAttention` in ``model`` gets the list as its ``recorder``, which
+    makes it compute the weights explicitly (the same function as the fused kernel, which
+    never materialises them) and keep a detached copy; on exit, even after an error, each is
+    put back as it was and the fast path runs again. In training mode the recorded weights are
+    those after dropout, as the model used them.
+    """
+    layers = [module for module in model.modules() if isinstance(module, MultiHeadAttention)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no MultiHeadAttention layer to record")
+    weights: list[torch.Tensor] = []
+    previous = [layer.recorder for layer in layers]
+    try:
+        for layer in layers:
+            layer.recorder = weights
+        yield weights
+    finally:
+        for layer, recorder in zip(layers, previous, strict=True):
+            layer.recorder = recorder

@@ -1,0 +1,1 @@
+"""Pictures of what happens inside a model: attention, embeddings, tokens, training curves."""
