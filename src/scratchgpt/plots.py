@@ -121,7 +121,7 @@ def plot_comparison(runs: Sequence[str], columns: Sequence[str],
         ax.set_xticks(range(len(runs)), names, rotation=20, ha="right", fontsize=8)
         ax.set_title(column, fontsize=9)
         if np.nanmin(heights) >= 0:  # metrics here are never negative: bars stand on 0
-            ax.set_ylim(0, max(np.nanmax(heights) * 1.15, 1e-9))
+            ax.set_ylim(0, np.nanmax(heights) * 1.15 or 1.0)  # all zero: a 0-1 axis
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(columns):]:
         ax.set_visible(False)

@@ -12,10 +12,15 @@ for all of them:
    only once the run can start, so a bad setting or a bad file leaves nothing behind,
 5. resume from the newest checkpoint, or start over if there is none, and say which,
 6. train, and on Ctrl-C say how to continue.
+
+``SCRATCHGPT_MAX_STEPS=N`` in the environment caps every job at N optimizer steps, whatever
+its settings or epochs say (and says so): a smoke test of a real command line, as the guide's
+test in CI runs each command of ``docs/guide/`` exactly as the guide shows it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +66,20 @@ class Job(Protocol):
         ...
 
 
+STEP_CAP_ENV = "SCRATCHGPT_MAX_STEPS"
+
+
+def step_cap() -> int | None:
+    """The cap ``SCRATCHGPT_MAX_STEPS`` puts on every job's steps, or None."""
+    value = os.environ.get(STEP_CAP_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{STEP_CAP_ENV} must be a whole number of steps, 1 or more, got "
+                         f"{value!r}")
+    return int(value)
+
+
 def log(message: str) -> None:
     """A progress message for people: stderr, so that stdout stays the command's output."""
     print(message, file=sys.stderr, flush=True)
@@ -87,6 +106,11 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
     process = distributed.init_distributed(device.type)
     try:
         setup = job.setup(process, run_dir if resume else None)
+        cap = step_cap()
+        if cap is not None and job.train.max_steps > cap:
+            if process.is_main:
+                log(f"{STEP_CAP_ENV}={cap}: training {cap} of its {job.train.max_steps} steps")
+            job.train.max_steps = cap
         if resume:
             check_same_model(load_toml(run_dir / CONFIG_FILE), setup.tables, run_dir)
         trainer = Trainer(setup.model, setup.task, job.train, run_dir, process=process,
