@@ -31,15 +31,13 @@ from pathlib import Path
 
 from scratchgpt import __version__
 from scratchgpt.cli.evaluate import add_evaluate
-from scratchgpt.cli.parsing import add_command
+from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
 from scratchgpt.cli.viz import add_viz
 from scratchgpt.pretraining import DataConfig, ModelChoice
 from scratchgpt.training.checkpoints import CheckpointError
 from scratchgpt.training.config import TrainConfig
 
 EXAMPLES = __doc__.split("\n\n", 1)[1]
-MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded model (gpt2-124M, "
-                   "gpt2-355M, ...), or a Hugging Face or OpenAI GPT-2 directory")
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.cli.parsing import add_command
+from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
 
 
 def _print_result(args: argparse.Namespace, record: dict[str, Any], summary: str,
@@ -204,8 +204,7 @@ def _add_perplexity(tasks: argparse._SubParsersAction) -> None:
                   "scratchgpt evaluate perplexity --model runs/first --data notes.txt "
                   "--context 128 --json"],
     )
-    perplexity.add_argument("--model", required=True, metavar="SPEC", help="the model: a run "
-                            "directory, a downloaded GPT-2 (gpt2-124M) or a GPT-2 directory")
+    perplexity.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     perplexity.add_argument("--data", required=True, metavar="FILE",
                             help="the text to score, UTF-8")
     perplexity.add_argument("--context", type=int, metavar="N",
@@ -239,8 +238,7 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
                   "astronomy virology --limit 50",
                   "scratchgpt evaluate mmlu --model runs/first --data cais-mmlu/ --json"],
     )
-    mmlu.add_argument("--model", required=True, metavar="SPEC", help="the model: a run "
-                      "directory, a downloaded GPT-2 (gpt2-124M) or a GPT-2 directory")
+    mmlu.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     mmlu.add_argument("--data", required=True, metavar="DIR",
                       help="mmlu (after `scratchgpt download mmlu`), the original release's "
                            "data/ directory (dev/ and test/ CSVs), or Hugging Face cais/mmlu "

@@ -6,6 +6,9 @@ import argparse
 import textwrap
 from collections.abc import Sequence
 
+MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded model (gpt2-124M, "
+                   "gpt2-355M, ...), or a Hugging Face or OpenAI GPT-2 directory")
+
 
 def add_command(commands: argparse._SubParsersAction, name: str, help: str,
                 description: str, examples: Sequence[str]) -> argparse.ArgumentParser:

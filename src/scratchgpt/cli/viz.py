@@ -10,10 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scratchgpt.cli.parsing import add_command
-
-MODEL_HELP = ("the model: a run directory, a downloaded GPT-2 (gpt2-124M) or a Hugging Face or "
-              "OpenAI GPT-2 directory")
+from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
 
 
 def _saved(path: str | Path) -> int:
@@ -129,7 +126,7 @@ def _add_attention(tasks: argparse._SubParsersAction) -> None:
                   "scratchgpt viz attention --model runs/first --text \"def f(x):\" "
                   "--out all-layers.png"],
     )
-    attention.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
+    attention.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     attention.add_argument("--text", required=True, help="the text whose attention to draw")
     attention.add_argument("--out", default="attention.png", metavar="FILE.png",
                            help="the picture (default: attention.png; .svg and .pdf work too)")
@@ -156,7 +153,7 @@ def _add_embeddings(tasks: argparse._SubParsersAction) -> None:
                   "scratchgpt viz embeddings --model gpt2-124M --neighbours king",
                   "scratchgpt viz embeddings --model runs/first --positions --out positions.png"],
     )
-    embeddings.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
+    embeddings.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     embeddings.add_argument("--words", nargs="+", metavar="WORD", help="the words to map")
     embeddings.add_argument("--neighbours", metavar="WORD",
                             help="print the tokens nearest to WORD (cosine similarity)")
