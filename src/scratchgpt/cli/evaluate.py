@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,9 @@ def _print_result(args: argparse.Namespace, record: dict[str, Any], summary: str
         print(f"saved {path}")
 
 
-def _name_part(text: str) -> str:
-    """``text`` made safe for a record's file name: ``runs/my data.csv`` -> ``my-data``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).stem if "/" in text or "." in text
-                  else text).strip("-") or "data"
-
-
 def _evaluate_classify(args: argparse.Namespace) -> int:
     from scratchgpt.classify import Classifier
-    from scratchgpt.evaluation.records import (
-        data_fingerprint,
-        eval_dir,
-        make_record,
-        write_record,
-    )
+    from scratchgpt.evaluation.records import record_name, save_evaluation
     from scratchgpt.evaluation.report import evaluate_labelled, write_report
     from scratchgpt.finetune.classification import ClassifyData, read_labelled
 
@@ -50,9 +38,9 @@ def _evaluate_classify(args: argparse.Namespace) -> int:
                                    threshold=args.threshold)
     if args.out:
         write_report(evaluation, Path(args.out))
-    record = make_record("classify", args.model, evaluation.metrics,
-                         data=data_fingerprint(Path(data.source)))
-    path = write_record(eval_dir(args.model), f"classify-{_name_part(args.data)}", record)
+    name = record_name("classify", Path(args.data).stem)
+    record, path = save_evaluation("classify", args.model, name, evaluation.metrics,
+                                   Path(data.source))
     _print_result(args, record, evaluation.summary(), path)
     return 0
 
@@ -76,12 +64,7 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
 
 def _evaluate_mmlu(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.mmlu import evaluate_mmlu, load_mmlu
-    from scratchgpt.evaluation.records import (
-        data_fingerprint,
-        eval_dir,
-        make_record,
-        write_record,
-    )
+    from scratchgpt.evaluation.records import save_evaluation
     from scratchgpt.hub.datasets import dataset_path
     from scratchgpt.hub.gpt2 import load_gpt2
 
@@ -89,21 +72,15 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
     model, tokenizer = load_gpt2(args.model)
     result = evaluate_mmlu(model, tokenizer, data, shots=args.shots,
                            batch_size=args.batch_size, progress=not args.json)
-    record = make_record("mmlu", args.model, result.to_dict(),
-                         data=data_fingerprint(list(data.files)))
-    path = write_record(eval_dir(args.model), f"mmlu-{args.shots}shot", record)
+    record, path = save_evaluation("mmlu", args.model, f"mmlu-{args.shots}shot",
+                                   result.to_dict(), list(data.files))
     _print_result(args, record, result.summary(per_subject=args.per_subject), path)
     return 0
 
 
 def _evaluate_perplexity(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.perplexity import file_perplexity
-    from scratchgpt.evaluation.records import (
-        data_fingerprint,
-        eval_dir,
-        make_record,
-        write_record,
-    )
+    from scratchgpt.evaluation.records import record_name, save_evaluation
     from scratchgpt.hub.gpt2 import load_gpt2
 
     model, tokenizer = load_gpt2(args.model)
@@ -111,9 +88,9 @@ def _evaluate_perplexity(args: argparse.Namespace) -> int:
                              args.batch_size, encoding_errors=args.encoding_errors,
                              allowed_special="all" if args.allow_special else frozenset(),
                              progress=not args.json)
-    record = make_record("perplexity", args.model, result.to_dict(),
-                         data=data_fingerprint(Path(args.data)))
-    path = write_record(eval_dir(args.model), f"perplexity-{_name_part(args.data)}", record)
+    name = record_name("perplexity", Path(args.data).stem)
+    record, path = save_evaluation("perplexity", args.model, name, result.to_dict(),
+                                   Path(args.data))
     summary = (f"perplexity {result.perplexity:,.4f} (mean negative log-likelihood "
                f"{result.nll:.4f}) over {result.tokens:,} tokens of {args.data}, in "
                f"{result.windows} windows of {result.context_length} tokens, stride "

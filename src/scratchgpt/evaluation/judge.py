@@ -615,8 +615,9 @@ def judge_entry(client: JudgeClient, entry: dict[str, str], index: int) -> Judge
 
 def default_out(responses_path: Path, judge_model: str) -> Path:
     """``eval/judge-<judge model>.json`` beside the responses (in their run directory)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", judge_model).strip("-") or "judge"
-    return responses_path.parent / "eval" / f"judge-{safe}.json"
+    from scratchgpt.evaluation.records import EVAL_DIR, record_name
+
+    return responses_path.parent / EVAL_DIR / f"{record_name('judge', judge_model)}.json"
 
 
 def _resume(out: Path, settings: JudgeSettings, sha256: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,21 @@ def make_record(evaluation: str, model: str | Path, result: dict[str, Any], *,
             "command": command if command is not None else command_line(),
             "data": data, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **result}
+
+
+def record_name(evaluation: str, part: str) -> str:
+    """A record's file name (no suffix): ``judge-llama3.1`` for ``("judge", "llama3.1")``;
+    characters a file name should not hold become dashes."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-") or "data"
+    return f"{evaluation}-{safe}"
+
+
+def save_evaluation(evaluation: str, model: str | Path, name: str, result: dict[str, Any],
+                    data: Path | Sequence[Path]) -> tuple[dict[str, Any], Path]:
+    """Make the record of ``result`` (with the fingerprint of ``data``) and write it to
+    ``eval/NAME.json`` in ``model``'s directory; return both."""
+    record = make_record(evaluation, model, result, data=data_fingerprint(data))
+    return record, write_record(eval_dir(model), name, record)
 
 
 def write_record(directory: Path, name: str, record: dict[str, Any]) -> Path:
