@@ -33,7 +33,7 @@ from scratchgpt.classify import Classifier
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.splits import load_splits
 from scratchgpt.evaluation.classification import classification_metrics
-from scratchgpt.finetune.classification import finetune_classifier, load_classify_config
+from scratchgpt.finetune.classification import ClassifyConfig, finetune_classifier
 
 
 def fine_tune(args: argparse.Namespace, model: str, run_dir: Path,
@@ -48,7 +48,7 @@ def fine_tune(args: argparse.Namespace, model: str, run_dir: Path,
                   "eval_every": args.eval_every, "device": "cpu"},
     }
     start = time.perf_counter()
-    finetune_classifier(load_classify_config(None, flags), run_dir, show_progress=False)
+    finetune_classifier(ClassifyConfig.from_sources(None, flags), run_dir, show_progress=False)
     return Classifier.from_run(run_dir), time.perf_counter() - start
 
 

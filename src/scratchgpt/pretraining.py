@@ -201,11 +201,11 @@ class PretrainJob:
 
         torch.manual_seed(train.seed)
         model = GPTModel(model_config)
-        global_batch = train.batch_size * train.grad_accum_steps * process.world_size
         task = LanguageModelingTask(
             train_tokens, val_tokens, context_length=model_config.context_length,
             batch_size=train.batch_size, stride=data.stride,
-            eval_windows=train.eval_batches * global_batch, seed=train.seed,
+            eval_windows=train.eval_batches * train.global_batch(process.world_size),
+            seed=train.seed,
             tokenizer=tokenizer, sample_prompt=data.sample_prompt,
             sample_tokens=data.sample_tokens, sample_temperature=data.sample_temperature,
             sample_top_k=data.sample_top_k,

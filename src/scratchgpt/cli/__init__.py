@@ -26,7 +26,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from scratchgpt import __version__
@@ -95,7 +95,7 @@ def _add_encoding_errors_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type,
-                      defaults: dict[str, object] | None = None) -> None:
+                      defaults: Mapping[str, object] | None = None) -> None:
     """One flag per field of the dataclass ``cls`` (``--batch-size`` for ``batch_size``);
     ``defaults`` are the command's own where they differ from the class's.
 
@@ -154,11 +154,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _finetune_classify(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from scratchgpt.finetune.classification import finetune_classifier, load_classify_config
+    from scratchgpt.finetune.classification import ClassifyConfig, finetune_classifier
 
     default = Path("runs") / datetime.now().strftime("classify-%Y%m%d-%H%M%S")
     run_dir, config_file = _run_paths(args, default)
-    config = load_classify_config(config_file, _overrides(args))
+    config = ClassifyConfig.from_sources(config_file, _overrides(args))
     return _finished(run_dir,
                      finetune_classifier(config, run_dir, resume=args.resume).interrupted)
 
@@ -166,11 +166,11 @@ def _finetune_classify(args: argparse.Namespace) -> int:
 def _finetune_instruct(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from scratchgpt.finetune.instruction import finetune_instruct, load_instruct_config
+    from scratchgpt.finetune.instruction import InstructConfig, finetune_instruct
 
     default = Path("runs") / datetime.now().strftime("instruct-%Y%m%d-%H%M%S")
     run_dir, config_file = _run_paths(args, default)
-    config = load_instruct_config(config_file, _overrides(args))
+    config = InstructConfig.from_sources(config_file, _overrides(args))
     return _finished(run_dir, finetune_instruct(config, run_dir, resume=args.resume).interrupted)
 
 
@@ -463,9 +463,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def _add_finetune(commands: argparse._SubParsersAction) -> None:
-    from scratchgpt.finetune.classification import TRAIN_DEFAULTS, ClassifyData, ClassifyModel
-    from scratchgpt.finetune.instruction import TRAIN_DEFAULTS as INSTRUCT_TRAIN_DEFAULTS
-    from scratchgpt.finetune.instruction import InstructData, InstructModel
+    from scratchgpt.finetune.classification import ClassifyConfig, ClassifyData, ClassifyModel
+    from scratchgpt.finetune.instruction import InstructConfig, InstructData, InstructModel
 
     finetune = commands.add_parser(
         "finetune", help="teach a pretrained GPT a task (classify, instruct)",
@@ -490,7 +489,7 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     _add_run_flags(classify, "runs/classify-TIME")
     _add_config_flags(classify, "data", ClassifyData)
     _add_config_flags(classify, "model", ClassifyModel)
-    _add_config_flags(classify, "train", TrainConfig, TRAIN_DEFAULTS)
+    _add_config_flags(classify, "train", TrainConfig, ClassifyConfig.train_defaults)
     classify.set_defaults(func=_finetune_classify, command="finetune classify")
 
     instruct = add_command(
@@ -512,7 +511,7 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     _add_run_flags(instruct, "runs/instruct-TIME")
     _add_config_flags(instruct, "data", InstructData)
     _add_config_flags(instruct, "model", InstructModel)
-    _add_config_flags(instruct, "train", TrainConfig, INSTRUCT_TRAIN_DEFAULTS)
+    _add_config_flags(instruct, "train", TrainConfig, InstructConfig.train_defaults)
     instruct.set_defaults(func=_finetune_instruct, command="finetune instruct")
 
 

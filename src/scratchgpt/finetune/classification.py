@@ -18,33 +18,27 @@ The steps, each a library call of its own:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.config import ModelConfig
-from scratchgpt.config_files import load_toml
 from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
 from scratchgpt.data.labelled import LabelledTexts, load_labelled
 from scratchgpt.data.splits import Splits, load_splits, save_splits, split
 from scratchgpt.data.text_batches import TokenizedTexts
 from scratchgpt.evaluation.report import evaluate_run
-from scratchgpt.finetune.init_from import FinetuneModel, init_from
+from scratchgpt.finetune.config import FinetuneConfig, FinetuneModel
+from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.hub.datasets import dataset_path
-from scratchgpt.model import GPTClassifier, GPTModel
+from scratchgpt.model import GPTClassifier
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import (
-    CONFIG_FILE,
     HEAD,
-    MODEL_TABLES,
     RESOLVED_MODEL,
     SPLIT_DIR,
-    TOKENIZER_FILE,
 )
 from scratchgpt.settings import (
     FRACTION,
@@ -52,12 +46,10 @@ from scratchgpt.settings import (
     POSITIVE,
     Matches,
     OneOf,
-    Sections,
     SettingError,
     check_settings,
     knob,
 )
-from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.runner import Setup, log, run_job
@@ -110,28 +102,13 @@ class ClassifyModel(FinetuneModel):
                                 "mean (the mean over the text's tokens)", OneOf(("last", "mean")))
 
 
-# The book's chapter-6 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 5e-5, "schedule": "constant", "warmup_steps": 0, "batch_size": 8,
-    "weight_decay": 0.1, "eval_every": 50, "eval_batches": 10,
-}
-
-
 @dataclass
-class ClassifyConfig(Sections):
+class ClassifyConfig(FinetuneConfig):
     """Everything ``scratchgpt finetune classify`` needs; saved as ``RUN_DIR/config.toml``."""
 
     data: ClassifyData
     model: ClassifyModel
     train: TrainConfig
-
-
-def load_classify_config(path: str | Path | None,
-                         overrides: dict[str, dict[str, Any]]) -> ClassifyConfig:
-    """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
-    (if any), then ``overrides`` (the command line's flags)."""
-    return ClassifyConfig.load(path, overrides, ignore=MODEL_TABLES,
-                               defaults={"train": TRAIN_DEFAULTS})
 
 
 def read_labelled(config: ClassifyData) -> LabelledTexts:
@@ -209,9 +186,7 @@ class ClassifyJob:
         data, choice, train = self.config.data, self.config.model, self.config.train
         if resume_dir is not None:  # the run's own split, tokenizer and model shape
             splits = load_splits(resume_dir / SPLIT_DIR)
-            tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
-            saved = load_toml(resume_dir / CONFIG_FILE)
-            gpt = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
+            gpt, tokenizer = resume_from(resume_dir)
         else:
             splits = split(read_labelled(data), seed=train.seed, balance=data.balance,
                            fractions=(1 - data.val_fraction - data.test_fraction,
@@ -223,8 +198,7 @@ class ClassifyJob:
             log(splits.summary())
         labels = splits.train.label_names
         model = GPTClassifier.from_language_model(gpt, len(labels), choice.pooling)
-        summary = set_trainable(model, choice.train, lora_rank=choice.lora_rank,
-                                lora_alpha=choice.lora_alpha, lora_dropout=choice.lora_dropout)
+        summary = set_trainable(model, choice.train, **choice.lora())
         if process.is_main:
             log(str(summary))
 
@@ -237,18 +211,18 @@ class ClassifyJob:
                                   tokenizer, max_length, data.truncate)
 
         train_texts, val_texts = encode(splits.train), encode(splits.val)
-        global_batch = train.batch_size * train.grad_accum_steps * process.world_size
         if data.epochs > 0:
-            train.max_steps = max(1, math.ceil(data.epochs * len(train_texts) / global_batch))
+            train.max_steps = train.steps_for_epochs(data.epochs, len(train_texts),
+                                                     process.world_size)
+        eval_texts = train.eval_batches * train.global_batch(process.world_size)
         weights = (inverse_frequency(train_texts.labels.tolist(), len(labels))
                    if data.class_weights else None)
         task = ClassificationTask(train_texts, val_texts, batch_size=train.batch_size,
-                                  eval_texts=train.eval_batches * global_batch, seed=train.seed,
+                                  eval_texts=eval_texts, seed=train.seed,
                                   class_weights=weights)
         head = {"kind": "classifier", "labels": labels, "pooling": choice.pooling,
-                "trainable": choice.train, "lora_rank": choice.lora_rank,
-                "lora_alpha": choice.lora_alpha, "lora_dropout": choice.lora_dropout,
-                "max_length": max_length, "truncate": data.truncate}
+                "trainable": choice.train, **choice.lora(), "max_length": max_length,
+                "truncate": data.truncate}
         tables = {**self.config.to_tables(), RESOLVED_MODEL: gpt.config.to_dict(), HEAD: head}
         return Setup(model, task, tokenizer, tables,
                      write=lambda run_dir: _save_split(splits, run_dir))

@@ -6,39 +6,23 @@
 * a downloaded GPT-2 (``gpt2-124M``, ...) or a Hugging Face or OpenAI GPT-2 directory,
 * ``preset:NAME``: a fresh, randomly initialised model of that preset. Fine-tuned the same
   way, it shows what pretraining was worth (the book's lesson in chapter 6).
+
+A fine-tuning that resumes starts again from its own run instead (:func:`resume_from`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 
-from scratchgpt.config import get_preset
+from scratchgpt.config import ModelConfig, get_preset
+from scratchgpt.config_files import load_toml
 from scratchgpt.hub.gpt2 import load_gpt2
 from scratchgpt.model import GPTModel
-from scratchgpt.settings import DECAY, POSITIVE, Parses, check_settings, knob
+from scratchgpt.run_dir import CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, load_tokenizer, train_bpe
 
 PRESET_PREFIX = "preset:"
-
-
-@dataclass
-class FinetuneModel:
-    """The ``[model]`` settings every fine-tuning shares: what to start from, and the shape of
-    the LoRA adapters if they are what trains. Each fine-tuning adds its ``train`` choice."""
-
-    model: str = knob("gpt2-124M", "what to fine-tune: a run directory of `scratchgpt "
-                                   "pretrain`, a downloaded GPT-2 (gpt2-124M, ...), or "
-                                   "preset:NAME for a fresh random model (the baseline)")
-    tokenizer: str = knob("bpe:2048", "with preset:NAME only: bpe:VOCAB_SIZE, trained on the "
-                                      "training texts, or a tokenizer SPEC",
-                          Parses(bpe_vocab_size))
-    lora_rank: int = knob(8, "rank of the LoRA adapters", POSITIVE)
-    lora_alpha: float = knob(16.0, "LoRA scaling: the update is alpha / rank x B A", POSITIVE)
-    lora_dropout: float = knob(0.0, "dropout on the LoRA adapters' input", DECAY)
-
-    def __post_init__(self) -> None:
-        check_settings(self)
 
 
 def init_from(spec: str, *, tokenizer: str = "bpe:2048",
@@ -56,3 +40,11 @@ def init_from(spec: str, *, tokenizer: str = "bpe:2048",
         return GPTModel(config.replace(vocab_size=chosen.vocab_size)).train(), chosen
     model, chosen = load_gpt2(spec)
     return model.train(), chosen
+
+
+def resume_from(run_dir: Path) -> tuple[GPTModel, Tokenizer]:
+    """The language model a fine-tuning run started from, in the shape its ``config.toml``
+    records (its weights come from the run's checkpoint), and the run's tokenizer."""
+    saved = load_toml(run_dir / CONFIG_FILE)
+    model = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
+    return model, Tokenizer.load(run_dir / TOKENIZER_FILE)

@@ -22,7 +22,6 @@ The steps, each a library call of its own:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.config import ModelConfig
-from scratchgpt.config_files import load_toml
 from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
 from scratchgpt.data.instruction_batches import IGNORE_INDEX, InstructionExamples
 from scratchgpt.data.instructions import (
@@ -48,19 +45,17 @@ from scratchgpt.data.instructions import (
 )
 from scratchgpt.data.prompt_styles import PROMPT_STYLES, PromptStyle, get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
-from scratchgpt.finetune.init_from import FinetuneModel, init_from
+from scratchgpt.finetune.config import BOOK_TRAIN_DEFAULTS, FinetuneConfig, FinetuneModel
+from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.generation import generate_batch_text
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTModel
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.progress import progress_bar
 from scratchgpt.run_dir import (
-    CONFIG_FILE,
     HEAD,
-    MODEL_TABLES,
     RESOLVED_MODEL,
     SPLIT_DIR,
-    TOKENIZER_FILE,
     load_run,
     run_prompt_style,
     write_whole,
@@ -70,7 +65,6 @@ from scratchgpt.settings import (
     NON_NEGATIVE,
     POSITIVE,
     OneOf,
-    Sections,
     SettingError,
     check_settings,
     knob,
@@ -124,28 +118,15 @@ class InstructModel(FinetuneModel):
                              "adapters, under 1% of the weights)", OneOf(("all", "lora")))
 
 
-# The book's chapter-7 training: AdamW at a constant 5e-5, weight decay 0.1, batch 8.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 5e-5, "schedule": "constant", "warmup_steps": 0, "batch_size": 8,
-    "weight_decay": 0.1, "eval_every": 50, "eval_batches": 5,
-}
-
-
 @dataclass
-class InstructConfig(Sections):
+class InstructConfig(FinetuneConfig):
     """Everything ``scratchgpt finetune instruct`` needs; saved as ``RUN_DIR/config.toml``."""
 
     data: InstructData
     model: InstructModel
     train: TrainConfig
 
-
-def load_instruct_config(path: str | Path | None,
-                         overrides: dict[str, dict[str, Any]]) -> InstructConfig:
-    """The fine-tuning defaults (:data:`TRAIN_DEFAULTS` for ``[train]``), then the TOML file
-    (if any), then ``overrides`` (the command line's flags)."""
-    return InstructConfig.load(path, overrides, ignore=MODEL_TABLES,
-                               defaults={"train": TRAIN_DEFAULTS})
+    train_defaults = {**BOOK_TRAIN_DEFAULTS, "eval_batches": 5}  # answers take longer
 
 
 def read_records(config: InstructData) -> list[Record]:
@@ -251,9 +232,7 @@ class InstructJob:
         style = get_prompt_style(data.prompt_style)
         if resume_dir is not None:  # the run's own split, tokenizer and model shape
             splits = load_instruction_splits(resume_dir / SPLIT_DIR)
-            tokenizer = Tokenizer.load(resume_dir / TOKENIZER_FILE)
-            saved = load_toml(resume_dir / CONFIG_FILE)
-            model = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
+            model, tokenizer = resume_from(resume_dir)
         else:
             splits = split_records(read_records(data), seed=train.seed,
                                    fractions=(1 - data.val_fraction - data.test_fraction,
@@ -261,8 +240,7 @@ class InstructJob:
             torch.manual_seed(train.seed)  # a preset's random start is reproducible
             texts = [text for record in splits.train for text in record_fields(record).values()]
             model, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer, texts=texts)
-        summary = set_trainable(model, choice.train, lora_rank=choice.lora_rank,
-                                lora_alpha=choice.lora_alpha, lora_dropout=choice.lora_dropout)
+        summary = set_trainable(model, choice.train, **choice.lora())
         context = model.config.context_length
 
         def examples(records: Sequence[Record]) -> InstructionExamples:
@@ -279,17 +257,17 @@ class InstructJob:
                         f"{context} tokens cut from the left, {part.dropped} dropped (their "
                         "response and end-of-text would not fit)")
             log(str(summary))
-        global_batch = train.batch_size * train.grad_accum_steps * process.world_size
         if data.epochs > 0:
-            train.max_steps = max(1, math.ceil(data.epochs * len(train_examples) / global_batch))
+            train.max_steps = train.steps_for_epochs(data.epochs, len(train_examples),
+                                                     process.world_size)
+        eval_examples = train.eval_batches * train.global_batch(process.world_size)
         task = InstructionTask(train_examples, val_examples, batch_size=train.batch_size,
-                               eval_examples=train.eval_batches * global_batch, seed=train.seed,
+                               eval_examples=eval_examples, seed=train.seed,
                                tokenizer=tokenizer, style=style,
                                sample_records=splits.val[:SAMPLE_RECORDS],
                                max_new_tokens=data.max_new_tokens)
         head = {"kind": "language_model", "prompt_style": style.name, "trainable": choice.train,
-                "lora_rank": choice.lora_rank, "lora_alpha": choice.lora_alpha,
-                "lora_dropout": choice.lora_dropout}
+                **choice.lora()}
         tables = {**self.config.to_tables(), RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
         return Setup(model, task, tokenizer, tables,
                      write=lambda run_dir: save_instruction_splits(splits, run_dir / SPLIT_DIR))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scratchgpt.settings import (
@@ -56,3 +57,11 @@ class TrainConfig:
             self.min_lr = min(DEFAULT_MIN_LR, self.lr)
         if self.min_lr > self.lr:
             raise SettingError("min_lr", f"must not exceed lr ({self.lr:g}), got {self.min_lr:g}")
+
+    def global_batch(self, world_size: int) -> int:
+        """Sequences per optimizer step over all processes: batch x accumulation x processes."""
+        return self.batch_size * self.grad_accum_steps * world_size
+
+    def steps_for_epochs(self, epochs: float, examples: int, world_size: int) -> int:
+        """Optimizer steps for ``epochs`` passes over ``examples`` (at least one)."""
+        return max(1, math.ceil(epochs * examples / self.global_batch(world_size)))
