@@ -29,6 +29,7 @@ import torch
 from serve_runs import Server, free_port
 
 from scratchgpt.config import ModelConfig
+from scratchgpt.evaluation.confidence import mean_ci95, t_quantile
 from scratchgpt.evaluation.judge import (
     REASK,
     JudgeError,
@@ -37,11 +38,9 @@ from scratchgpt.evaluation.judge import (
     histogram,
     judge_prompt,
     judge_responses,
-    mean_ci95,
     parse_score,
     resolve_endpoint,
     score_bins,
-    t_quantile,
     text_histogram,
 )
 from scratchgpt.evaluation.responses import ResponsesError

@@ -21,9 +21,10 @@ the scored entries. (An empty response is put to the judge like any other; the b
 gave it 0 without asking.)
 
 **The 95% confidence interval** is Student's t interval for the mean of the scored entries,
-``mean ± t(0.975, n-1) · s / √n`` (``s`` the sample standard deviation), computed here without
-scipy (:func:`t_quantile`); it is ``None`` below two scores. It says how much the mean could
-move with another sample of test entries of the same kind, not how right the judge is.
+``mean ± t(0.975, n-1) · s / √n`` (``s`` the sample standard deviation; see
+:mod:`scratchgpt.evaluation.confidence`); it is ``None`` below two scores. It says how much
+the mean could move with another sample of test entries of the same kind, not how right the
+judge is.
 
 **Two protocols**, chosen from the URL unless ``protocol`` says: a path with a ``v1`` segment
 (``https://api.openai.com/v1``, ``http://localhost:8000/v1/chat/completions``) is
@@ -60,7 +61,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import math
 import os
 import queue
 import random
@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from scratchgpt.evaluation.confidence import mean_ci95
 from scratchgpt.evaluation.responses import load_responses
 
 SCALES = {"score": (0, 100), "rubric": (1, 5)}
@@ -145,74 +146,6 @@ def parse_score(answer: str, low: int, high: int) -> int | None:
         if low <= value <= high:
             return value
     return None
-
-
-# --- Statistics ---------------------------------------------------------------------------------
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction
-    (Lentz's method), for the t distribution's CDF."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side only
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x)) / a
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return front * f
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (``t_quantile(0.975, 9)`` is 2.262...), by bisection
-    on :func:`t_cdf` to about 1e-12."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        high *= 2.0
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        if t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return (low + high) / 2.0
-
-
-def mean_ci95(scores: Sequence[float]) -> tuple[float, float] | None:
-    """Student's t 95% confidence interval for the mean of ``scores``; None below two."""
-    n = len(scores)
-    if n < 2:
-        return None
-    mean = statistics.fmean(scores)
-    half = t_quantile(0.975, n - 1) * statistics.stdev(scores) / math.sqrt(n)
-    return mean - half, mean + half
 
 
 def score_bins(low: int, high: int) -> list[tuple[int, int]]:
