@@ -169,6 +169,24 @@ def test_hugging_face_files_roundtrip(trained: BPETokenizer, tmp_path: Path) -> 
     assert loaded.ranks == trained.ranks and loaded.special_tokens == trained.special_tokens
 
 
+def test_a_directory_holding_a_saved_tokenizer_loads_it(trained: BPETokenizer,
+                                                        tmp_path: Path) -> None:
+    """A run directory keeps its tokenizer as tokenizer.json: the directory names it."""
+    trained.save(tmp_path / "tokenizer.json")
+    (tmp_path / "config.toml").write_text("", encoding="utf-8")
+    assert load_tokenizer(tmp_path).ranks == trained.ranks
+
+
+def test_hugging_faces_own_tokenizer_json_is_not_taken_for_ours(trained: BPETokenizer,
+                                                                tmp_path: Path) -> None:
+    """A Hugging Face model directory may hold its own tokenizer.json (no "type"): its
+    vocab.json and merges.txt are read instead."""
+    save_gpt2_files(trained, tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"}}',
+                                             encoding="utf-8")
+    assert load_tokenizer(tmp_path).ranks == trained.ranks
+
+
 # -- properties -----------------------------------------------------------------------------
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(), use_tiktoken=st.booleans())

@@ -322,12 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "tokenize", help="turn a text file into token ids",
         description="Encode FILE (UTF-8) and print the number of tokens.",
         examples=["scratchgpt tokenize --tokenizer tok.json book.txt --ids-out book.npy",
+                  "scratchgpt tokenize --tokenizer runs/first book.txt",
                   "scratchgpt tokenize --tokenizer ~/.cache/scratchgpt/models/gpt2-124M-hf "
                   "book.txt"],
     )
     tok.add_argument("--tokenizer", required=True, metavar="SPEC",
-                     help="a directory with encoder.json+vocab.bpe or vocab.json+merges.txt, "
-                          "a tiktoken rank file, or a file saved by train-tokenizer")
+                     help="a run directory (its tokenizer), a directory with "
+                          "encoder.json+vocab.bpe or vocab.json+merges.txt, a tiktoken rank "
+                          "file, or a file saved by train-tokenizer")
     tok.add_argument("file", metavar="FILE", help="the text to encode, in UTF-8")
     _add_encoding_errors_flag(tok)
     tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")

@@ -20,10 +20,11 @@ from scratchgpt.tokenizers.word import WordTokenizer
 TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
     cls.kind: cls for cls in (WordTokenizer, CharTokenizer, BPETokenizer)
 }
+SAVED_TOKENIZER = "tokenizer.json"  # the name a run directory gives its tokenizer
 _EXPECTED = (
-    "expected a directory holding encoder.json + vocab.bpe or vocab.json + merges.txt, "
-    "a tiktoken rank file (lines of 'base64-token rank'), or a JSON file written by "
-    "`scratchgpt train-tokenizer` (Tokenizer.save)"
+    "expected a run directory (its tokenizer.json), a directory holding encoder.json + "
+    "vocab.bpe or vocab.json + merges.txt, a tiktoken rank file (lines of 'base64-token "
+    "rank'), or a JSON file written by `scratchgpt train-tokenizer` (Tokenizer.save)"
 )
 
 
@@ -38,13 +39,16 @@ def bpe_vocab_size(spec: str) -> int | None:
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
-    """The tokenizer at ``spec``: a directory of GPT-2 files (OpenAI's or Hugging Face's
-    layout), a tiktoken rank file, or a JSON file saved by :meth:`Tokenizer.save`, whatever
-    the file's name."""
+    """The tokenizer at ``spec``: a directory holding a ``tokenizer.json`` saved by
+    :meth:`Tokenizer.save` (a run directory), a directory of GPT-2 files (OpenAI's or Hugging
+    Face's layout), a tiktoken rank file, or a JSON file saved by :meth:`Tokenizer.save`,
+    whatever the file's name."""
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; {_EXPECTED}")
     if path.is_dir():
+        if _is_saved_tokenizer(path / SAVED_TOKENIZER):
+            return load_saved_tokenizer(path / SAVED_TOKENIZER)
         return load_gpt2_tokenizer(path)
     kind = _file_kind(path)
     if kind == "json":
@@ -70,6 +74,18 @@ def _file_kind(path: Path) -> str | None:
             return None
         return "tiktoken"
     return None
+
+
+def _is_saved_tokenizer(path: Path) -> bool:
+    """Whether ``path`` is a JSON file of ours, told by its ``"type"`` (Hugging Face's own
+    ``tokenizer.json``, which a model directory may hold, has none)."""
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("type") in TOKENIZER_KINDS
 
 
 def load_saved_tokenizer(path: Path) -> Tokenizer:

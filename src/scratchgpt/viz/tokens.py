@@ -99,8 +99,8 @@ def _partial_characters(text: str, data: Sequence[bytes]) -> list[str]:
 
 
 def resolve_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer ``spec`` names: a run directory's ``tokenizer.json``, a downloaded
-    model's vocabulary (``gpt2-124M``), or any file or directory :func:`load_tokenizer` reads."""
+    """The tokenizer ``spec`` names: a downloaded model's vocabulary (``gpt2-124M``), or any
+    run directory, file or directory :func:`load_tokenizer` reads."""
     path = Path(spec)
     if not path.exists():
         from scratchgpt.hub.gpt2 import DOWNLOADED_NAME, resolve_model  # torch: only when asked
@@ -108,11 +108,6 @@ def resolve_tokenizer(spec: str) -> Tokenizer:
         if not DOWNLOADED_NAME.fullmatch(spec):
             raise FileNotFoundError(f"{spec} does not exist; {TOKENIZER_SPECS}")
         path = resolve_model(spec)
-    if path.is_dir():
-        from scratchgpt.run_dir import CONFIG_FILE, TOKENIZER_FILE  # torch too: only here
-
-        if (path / CONFIG_FILE).is_file():
-            return load_tokenizer(path / TOKENIZER_FILE)
     return load_tokenizer(path)
 
 
