@@ -32,7 +32,7 @@ from scratchgpt.hub.download import (
     model_name,
     read_manifest,
 )
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2-tf"
 HF_PREFIX = "/openai-community/gpt2/resolve/main/"
@@ -217,6 +217,8 @@ def test_hf_download_resumes_a_dropped_connection_and_loads(
     ids = torch.tensor([tokenizer.encode("Every effort moves you")])
     with torch.no_grad():
         assert (model(ids) - reference(ids).logits).abs().max() < 1e-4
+    # and names its vocabulary wherever a tokenizer SPEC goes
+    assert resolve_tokenizer("gpt2-124M").encode("Every effort") == tokenizer.encode("Every effort")
 
 
 def test_openai_download_through_the_environment_base_url(

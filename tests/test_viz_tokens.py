@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from scratchgpt.hub.gpt2 import resolve_tokenizer
 from scratchgpt.tokenizers import CharTokenizer, Tokenizer, WordTokenizer
-from scratchgpt.viz.tokens import (
-    TokenPiece,
-    render_html,
-    render_terminal,
-    resolve_tokenizer,
-    token_pieces,
-    use_color,
-)
+from scratchgpt.viz.tokens import TokenPiece, render_html, render_terminal, token_pieces, use_color
 
 TEXTS = [
     "The cat sat on the mat. the end",

@@ -26,6 +26,7 @@ import torch
 from scratchgpt.config import PRESETS, ModelConfig, get_preset
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.data.corpus import Corpus, default_cache_dir
+from scratchgpt.hub.gpt2 import resolve_tokenizer
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import (
     HEAD,
@@ -49,7 +50,6 @@ from scratchgpt.tokenizers import (
     ENDOFTEXT,
     Tokenizer,
     bpe_vocab_size,
-    load_tokenizer,
     train_bpe,
 )
 from scratchgpt.training import distributed
@@ -148,7 +148,7 @@ def corpus_tokenizer(config: DataConfig, corpus: Corpus, process: distributed.Pr
     trains it, the others (under torchrun) read it, and a second run starts at once."""
     vocab_size = config.bpe_vocab_size
     if vocab_size is None:
-        return load_tokenizer(config.tokenizer)
+        return resolve_tokenizer(config.tokenizer)
     key = hashlib.sha256(f"{corpus.fingerprint}:bpe:{vocab_size}:{ENDOFTEXT}".encode())
     path = (cache_dir or default_cache_dir()) / "tokenizers" / f"{key.hexdigest()[:24]}.json"
     if process.is_main and not path.exists():

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from scratchgpt import __version__
 from scratchgpt.cli.evaluate import add_evaluate
-from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
+from scratchgpt.cli.parsing import MODEL_SPEC_HELP, TOKENIZER_SPEC_HELP, add_command
 from scratchgpt.cli.viz import add_viz
 from scratchgpt.pretraining import DataConfig, ModelChoice
 from scratchgpt.training.checkpoints import CheckpointError
@@ -64,9 +64,9 @@ def _tokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scratchgpt.data import read_text_file
-    from scratchgpt.tokenizers import load_tokenizer
+    from scratchgpt.hub.gpt2 import resolve_tokenizer
 
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = resolve_tokenizer(args.tokenizer)
     text = read_text_file(Path(args.file), args.encoding_errors)
     ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else ())
     if args.ids_out:
@@ -326,10 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "scratchgpt tokenize --tokenizer ~/.cache/scratchgpt/models/gpt2-124M-hf "
                   "book.txt"],
     )
-    tok.add_argument("--tokenizer", required=True, metavar="SPEC",
-                     help="a run directory (its tokenizer), a directory with "
-                          "encoder.json+vocab.bpe or vocab.json+merges.txt, a tiktoken rank "
-                          "file, or a file saved by train-tokenizer")
+    tok.add_argument("--tokenizer", required=True, metavar="SPEC", help=TOKENIZER_SPEC_HELP)
     tok.add_argument("file", metavar="FILE", help="the text to encode, in UTF-8")
     _add_encoding_errors_flag(tok)
     tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")

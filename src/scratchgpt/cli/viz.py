@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
+from scratchgpt.cli.parsing import MODEL_SPEC_HELP, TOKENIZER_SPEC_HELP, add_command
 
 
 def _saved(path: str | Path) -> int:
@@ -67,13 +67,8 @@ def _viz_embeddings(args: argparse.Namespace) -> int:
 
 def _viz_tokens(args: argparse.Namespace) -> int:
     from scratchgpt.data import read_text_file
-    from scratchgpt.viz.tokens import (
-        render_html,
-        render_terminal,
-        resolve_tokenizer,
-        token_pieces,
-        use_color,
-    )
+    from scratchgpt.hub.gpt2 import resolve_tokenizer
+    from scratchgpt.viz.tokens import render_html, render_terminal, token_pieces, use_color
 
     if (args.text is None) == (args.file is None):
         raise ValueError("give the text to split: --text TEXT or --file PATH (one of them)")
@@ -176,8 +171,6 @@ def _add_embeddings(tasks: argparse._SubParsersAction) -> None:
 
 
 def _add_tokens(tasks: argparse._SubParsersAction) -> None:
-    from scratchgpt.viz.tokens import TOKENIZER_SPECS
-
     tokens = add_command(
         tasks, "tokens", help="a text coloured token by token, with the ids",
         description="Show how a tokenizer splits a text: each token on its own colour with its "
@@ -188,8 +181,7 @@ def _add_tokens(tasks: argparse._SubParsersAction) -> None:
                   "scratchgpt viz tokens --tokenizer runs/first --file README.md --html "
                   "--out tokens.html"],
     )
-    tokens.add_argument("--tokenizer", required=True, metavar="SPEC",
-                        help=f"the tokenizer: {TOKENIZER_SPECS.removeprefix('expected ')}")
+    tokens.add_argument("--tokenizer", required=True, metavar="SPEC", help=TOKENIZER_SPEC_HELP)
     tokens.add_argument("--text", help="the text to split")
     tokens.add_argument("--file", metavar="PATH", help="or a UTF-8 file to split")
     tokens.add_argument("--allow-special", action="store_true",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import load_toml
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
-from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, load_tokenizer, train_bpe
+from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, train_bpe
 
 PRESET_PREFIX = "preset:"
 
@@ -36,7 +36,7 @@ def init_from(spec: str, *, tokenizer: str = "bpe:2048",
         if vocab_size is not None:
             chosen = train_bpe(list(texts), vocab_size, special_tokens=[ENDOFTEXT])
         else:
-            chosen = load_tokenizer(tokenizer)
+            chosen = resolve_tokenizer(tokenizer)
         return GPTModel(config.replace(vocab_size=chosen.vocab_size)).train(), chosen
     model, chosen = load_gpt2(spec)
     return model.train(), chosen

@@ -10,6 +10,9 @@
   ``encoder.json`` + ``vocab.bpe``;
 * a run directory written by ``scratchgpt pretrain``.
 
+:func:`resolve_tokenizer` does the same for tokenizers: a downloaded name, or anything
+:func:`~scratchgpt.tokenizers.load_tokenizer` reads (a run directory among them).
+
 All layouts go through :func:`scratchgpt.hub.hf_weights.hf_to_scratch`, which checks every
 shape and names any tensor that does not fit; OpenAI's names are first renamed to Hugging
 Face's (``model/h0/attn/c_attn/w`` is ``h.0.attn.c_attn.weight``, its leading axis of size 1
@@ -46,10 +49,13 @@ from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import is_run_dir, load_run, run_prompt_style
-from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer
+from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, load_tokenizer
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
+TOKENIZER_SPECS = ("a run directory (its tokenizer.json), a downloaded model name "
+                   "(gpt2-124M), a directory of GPT-2's files, a tiktoken rank file or a JSON "
+                   "file written by `scratchgpt train-tokenizer`")
 
 
 def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
@@ -84,6 +90,18 @@ def model_prompt_style(spec: str | Path) -> str | None:
     base model."""
     directory = resolve_model(spec)
     return run_prompt_style(directory) if is_run_dir(directory) else None
+
+
+def resolve_tokenizer(spec: str | Path) -> Tokenizer:
+    """The tokenizer ``spec`` names (:data:`TOKENIZER_SPECS`): a downloaded model's
+    vocabulary (``gpt2-124M``), or any run directory, file or directory
+    :func:`~scratchgpt.tokenizers.load_tokenizer` reads."""
+    path = Path(spec)
+    if not path.exists():
+        if not DOWNLOADED_NAME.fullmatch(str(spec)):
+            raise FileNotFoundError(f"{spec} does not exist; expected {TOKENIZER_SPECS}")
+        path = resolve_model(spec)
+    return load_tokenizer(path)
 
 
 def resolve_model(spec: str | Path) -> Path:

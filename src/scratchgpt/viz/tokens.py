@@ -15,15 +15,11 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 from typing import TextIO
 
-from scratchgpt.tokenizers import Tokenizer, load_tokenizer
+from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.tokenizers.base import AllowedSpecial
 
-TOKENIZER_SPECS = ("expected a run directory (its tokenizer.json), a downloaded model name "
-                   "(gpt2-124M), a directory of GPT-2's files, a tiktoken rank file or a JSON "
-                   "file written by `scratchgpt train-tokenizer`")
 # 256-colour terminal backgrounds and their web twins: pale, so black text reads on all of them.
 _TERMINAL_COLOURS = (153, 223, 194, 225, 229, 189, 152, 217)
 _WEB_COLOURS = ("#afd7ff", "#ffd7af", "#d7ffd7", "#ffd7ff", "#ffffaf", "#d7d7ff", "#afd7d7",
@@ -96,19 +92,6 @@ def _partial_characters(text: str, data: Sequence[bytes]) -> list[str]:
         cut = [k for k in dict.fromkeys((first, last)) if starts[k] < start or starts[k + 1] > end]
         partial.append("".join(text[k] for k in cut))
     return partial
-
-
-def resolve_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer ``spec`` names: a downloaded model's vocabulary (``gpt2-124M``), or any
-    run directory, file or directory :func:`load_tokenizer` reads."""
-    path = Path(spec)
-    if not path.exists():
-        from scratchgpt.hub.gpt2 import DOWNLOADED_NAME, resolve_model  # torch: only when asked
-
-        if not DOWNLOADED_NAME.fullmatch(spec):
-            raise FileNotFoundError(f"{spec} does not exist; {TOKENIZER_SPECS}")
-        path = resolve_model(spec)
-    return load_tokenizer(path)
 
 
 def use_color(stream: TextIO) -> bool:
