@@ -371,13 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(pre, "train", TrainConfig)
     pre.set_defaults(func=_pretrain)
 
-    _add_finetune(commands)
-    _add_classify(commands)
-    _add_chat(commands)
-    _add_serve(commands)
-    add_evaluate(commands)
-    add_viz(commands)
-
     gen = add_command(
         commands, "generate", help="continue a prompt with a trained or downloaded model",
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
@@ -449,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR",
                         help="the directory to write (created if missing)")
     export.set_defaults(func=_export)
+
+    _add_finetune(commands)
+    _add_classify(commands)
+    _add_chat(commands)
+    _add_serve(commands)
+    add_evaluate(commands)
+    add_viz(commands)
     return parser
 
 
@@ -588,13 +588,15 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = add_command(
-        commands, "serve", help="serve a model over OpenAI's HTTP API",
+        commands, "serve", help="serve a model over OpenAI's and Ollama's HTTP APIs, with a "
+                                "chat page",
         description="Serve a run (instruction-tuned, pretrained or classifier) or a downloaded "
                     "GPT-2 with OpenAI's API: GET /v1/models, POST /v1/chat/completions and "
                     "/v1/completions (streaming as server-sent events), POST /v1/classify for a "
-                    "classifier, GET /health. Concurrent requests are decoded together in one "
-                    "batch. Listens on 127.0.0.1 unless --host says otherwise; prints the URL "
-                    "once ready.",
+                    "classifier; with Ollama's: GET /api/tags, POST /api/chat and /api/generate "
+                    "(streaming as JSON lines); GET / a chat page (or a classifier's box), GET "
+                    "/health. Concurrent requests are decoded together in one batch. Listens "
+                    "on 127.0.0.1 unless --host says otherwise; prints the URL once ready.",
         examples=["scratchgpt serve --model runs/assistant",
                   "scratchgpt serve --model runs/spam --port 8001",
                   "scratchgpt serve --model gpt2-124M --host 0.0.0.0 --api-key s3cret"],
