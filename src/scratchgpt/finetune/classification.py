@@ -35,11 +35,7 @@ from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier
 from scratchgpt.model.trainable import set_trainable
-from scratchgpt.run_dir import (
-    HEAD,
-    RESOLVED_MODEL,
-    SPLIT_DIR,
-)
+from scratchgpt.run_dir import HEAD, RESOLVED_MODEL, SPLIT_DIR
 from scratchgpt.settings import (
     FRACTION,
     NON_NEGATIVE,

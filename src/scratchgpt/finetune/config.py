@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, TypeVar
 
 from scratchgpt.run_dir import MODEL_TABLES
 from scratchgpt.settings import DECAY, POSITIVE, Parses, Sections, check_settings, knob
 from scratchgpt.tokenizers import bpe_vocab_size
+
+C = TypeVar("C", bound="FinetuneConfig")
 
 # The book's fine-tuning (chapters 6 and 7): AdamW at a constant 5e-5, weight decay 0.1, batch 8.
 BOOK_TRAIN_DEFAULTS: dict[str, Any] = {
@@ -52,8 +54,8 @@ class FinetuneConfig(Sections):
     train_defaults: ClassVar[Mapping[str, Any]] = BOOK_TRAIN_DEFAULTS
 
     @classmethod
-    def from_sources(cls, path: str | Path | None,
-                     overrides: Mapping[str, Mapping[str, Any]]) -> Self:
+    def from_sources(cls: type[C], path: str | Path | None,
+                     overrides: Mapping[str, Mapping[str, Any]]) -> C:
         """The fine-tuning's defaults (:attr:`train_defaults` for ``[train]``), then the TOML
         file (if any: a run's own ``config.toml`` works, its model tables skipped), then
         ``overrides`` (the command line's flags)."""

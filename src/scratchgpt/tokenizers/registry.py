@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 from pathlib import Path
+from typing import Any
 
 from scratchgpt.tokenizers.base import Tokenizer
 from scratchgpt.tokenizers.bpe import BPETokenizer
@@ -47,9 +48,11 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; {_EXPECTED}")
     if path.is_dir():
-        if _is_saved_tokenizer(path / SAVED_TOKENIZER):
-            return load_saved_tokenizer(path / SAVED_TOKENIZER)
-        return load_gpt2_tokenizer(path)
+        saved = path / SAVED_TOKENIZER
+        data = _read_json(saved) if saved.is_file() else None
+        if isinstance(data, dict) and data.get("type") in TOKENIZER_KINDS:
+            return _saved_tokenizer(saved, data)
+        return load_gpt2_tokenizer(path)  # (Hugging Face's own tokenizer.json has no "type")
     kind = _file_kind(path)
     if kind == "json":
         return load_saved_tokenizer(path)
@@ -76,24 +79,21 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _is_saved_tokenizer(path: Path) -> bool:
-    """Whether ``path`` is a JSON file of ours, told by its ``"type"`` (Hugging Face's own
-    ``tokenizer.json``, which a model directory may hold, has none)."""
-    if not path.is_file():
-        return False
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("type") in TOKENIZER_KINDS
-
-
 def load_saved_tokenizer(path: Path) -> Tokenizer:
     """Read a file written by :meth:`Tokenizer.save`; its ``"type"`` field picks the class."""
+    return _saved_tokenizer(path, _read_json(path))
+
+
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def _saved_tokenizer(path: Path, data: Any) -> Tokenizer:
+    """The tokenizer ``data`` (read from ``path``) describes, or a ``ValueError`` naming
+    ``path`` and what is wrong."""
     kind = data.get("type") if isinstance(data, dict) else None
     if not isinstance(kind, str) or kind not in TOKENIZER_KINDS:
         raise ValueError(
