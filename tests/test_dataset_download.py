@@ -14,14 +14,13 @@ import json
 import re
 import shutil
 import tarfile
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from file_server import FileServer, Route, file_servers
 
 from scratchgpt.cli import main
 from scratchgpt.hub.datasets import (
@@ -36,63 +35,16 @@ ZIP = "sms+spam+collection.zip"
 SMS = "SMSSpamCollection"
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Serves ``server.files`` by path, with ``Range`` requests; drops the connection halfway
-    through the first answer for a path in ``server.drop_first``."""
-
-    server: FileServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.requests.append((self.path, self.headers.get("Range")))
-        data = self.server.files.get(self.path)
-        if data is None:
-            self.send_error(404, "Not Found")
-            return
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        start = int(match.group(1)) if match else 0
-        body = data[start:]
-        self.send_response(206 if match else 200)
-        if match:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path in self.server.drop_first:
-            self.server.drop_first.remove(self.path)
-            body = body[: len(body) // 2]
-            self.close_connection = True
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
-class FileServer(ThreadingHTTPServer):
-    def __init__(self, files: dict[str, bytes], drop_first: set[str]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.files, self.drop_first = files, drop_first
-        self.requests: list[tuple[str, str | None]] = []
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., FileServer]]:
     """``serve({file name: bytes}, drop_first=())`` serves each file at the path of its
     canonical URL (``/static/public/228/sms+spam+collection.zip``); shut down after the test."""
     paths = {file: urlsplit(url).path
              for dataset in DATASETS.values() for file, url in dataset.urls.items()}
-    servers: list[FileServer] = []
-
-    def start(files: dict[str, bytes], drop_first: tuple[str, ...] = ()) -> FileServer:
-        server = FileServer({paths[file]: data for file, data in files.items()},
-                            {paths[file] for file in drop_first})
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with file_servers() as start:
+        yield lambda files, drop_first=(): start(
+            {paths[file]: Route(data, drop_first=file in drop_first)
+             for file, data in files.items()})
 
 
 def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:

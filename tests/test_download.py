@@ -8,19 +8,16 @@ the connection halfway, or state a wrong size or checksum.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 import shutil
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from file_server import FileServer, Route, file_servers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from scratchgpt.cli import main
@@ -37,80 +34,6 @@ from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2-tf"
 HF_PREFIX = "/openai-community/gpt2/resolve/main/"
 OPENAI_PREFIX = "/gpt-2/models/124M/"
-
-
-@dataclass
-class Route:
-    """One file the server offers, and how it misbehaves."""
-
-    data: bytes
-    lfs: bool = False  # answer with a redirect to /cdn/... carrying X-Linked-Etag, as the hub does
-    sha256: str | None = None  # the sha256 to state, if not the true one
-    extra_length: int = 0  # claim this many more bytes in Content-Length than are sent
-    drop_first: bool = False  # close the connection halfway through the first answer
-    content_md5: bool = False  # send Content-MD5 (base64), as Azure does
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FileServer
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path
-        self.server.requests.append((path, self.headers.get("Range")))
-        cdn = path.startswith("/cdn/")
-        route = self.server.routes.get(path.removeprefix("/cdn"))
-        if route is None:
-            self.send_error(404, "Not Found")
-            return
-        sha256 = route.sha256 or hashlib.sha256(route.data).hexdigest()
-        if route.lfs and not cdn:
-            self.send_response(302)
-            self.send_header("Location", "/cdn" + path)
-            self.send_header("X-Linked-Etag", f'"{sha256}"')
-            self.send_header("X-Linked-Size", str(len(route.data)))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self._send_file(path, route)
-
-    def _send_file(self, path: str, route: Route) -> None:
-        total, start = len(route.data), 0
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match:
-            start = int(match.group(1))
-            if start >= total:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{total}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-        body = route.data[start:]
-        self.send_response(206 if match else 200)
-        if match:
-            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
-        self.send_header("Content-Length", str(len(body) + route.extra_length))
-        # Small files on the hub carry a git blob sha1 (40 hex digits), not a sha256.
-        self.send_header("ETag", f'"{hashlib.sha1(route.data).hexdigest()}"')
-        if route.content_md5 and not match:
-            self.send_header("Content-MD5", base64.b64encode(hashlib.md5(route.data).digest())
-                             .decode())
-        self.end_headers()
-        first = sum(p == path for p, _ in self.server.requests) == 1
-        if route.drop_first and first:
-            body = body[: len(body) // 2]
-            self.close_connection = True
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
-class FileServer(ThreadingHTTPServer):
-    def __init__(self, routes: dict[str, Route]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.routes = routes
-        self.requests: list[tuple[str, str | None]] = []
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -150,20 +73,10 @@ def hf_routes(directory: Path, **weights_behaviour: object) -> dict[str, Route]:
 
 
 @pytest.fixture
-def serve() -> Iterator:
+def serve() -> Iterator[Callable[[dict[str, Route]], FileServer]]:
     """``serve(routes)`` starts a server in a thread; it is shut down after the test."""
-    servers: list[FileServer] = []
-
-    def start(routes: dict[str, Route]) -> FileServer:
-        server = FileServer(routes)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with file_servers() as start:
+        yield start
 
 
 def test_urls_and_base_url_replacement(monkeypatch: pytest.MonkeyPatch) -> None:

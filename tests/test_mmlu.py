@@ -25,10 +25,8 @@ import re
 import shutil
 import tarfile
 import textwrap
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import lm_eval
@@ -36,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from file_server import Route, file_servers
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.tasks import TaskManager
@@ -508,21 +507,6 @@ def expected_rolling(model: GPTModel, eot: int, ids: list[int]) -> float:
 
 
 # -- the download --------------------------------------------------------------------------------
-class TarHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        data = self.server.files.get(self.path)  # type: ignore[attr-defined]
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def make_tar(mmlu_dir: Path, extra: dict[str, bytes] | None = None) -> bytes:
     """data.tar as published: ``data/dev``, ``data/test`` (and a ``data/val`` here)."""
     buffer = io.BytesIO()
@@ -537,19 +521,9 @@ def make_tar(mmlu_dir: Path, extra: dict[str, bytes] | None = None) -> bytes:
 
 @pytest.fixture
 def serve_tar():
-    servers = []
-
-    def start(data: bytes) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), TarHandler)
-        server.files = {"/~hendrycks/data.tar": data}  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    """``serve_tar(data)`` serves data.tar at its path on a loopback server; its URL."""
+    with file_servers() as start:
+        yield lambda data: start({"/~hendrycks/data.tar": Route(data)}).url
 
 
 def test_download_extracts_data_tar_and_is_found(

@@ -38,7 +38,6 @@ class Tokenizer(ABC):
 
     def __init__(self, special_tokens: dict[str, int] | None = None) -> None:
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
-        self._special_ids = {i: s for s, i in self.special_tokens.items()}
         self._special_pattern = (
             regex.compile("|".join(regex.escape(s) for s in sorted(self.special_tokens, key=len,
                                                                     reverse=True)))
