@@ -30,7 +30,7 @@ from scratchgpt.data.labelled import LabelledTexts, load_labelled
 from scratchgpt.data.splits import Splits, load_splits, save_splits, split
 from scratchgpt.data.text_batches import TokenizedTexts
 from scratchgpt.evaluation.report import evaluate_run
-from scratchgpt.finetune.config import FinetuneConfig, FinetuneModel
+from scratchgpt.finetune.config import FinetuneConfig, FinetuneModel, check_split
 from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier
@@ -42,7 +42,6 @@ from scratchgpt.settings import (
     POSITIVE,
     Matches,
     OneOf,
-    SettingError,
     check_settings,
     knob,
 )
@@ -81,10 +80,7 @@ class ClassifyData:
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise SettingError("test_fraction", f"val_fraction + test_fraction must leave texts "
-                                                f"to train on, got {self.val_fraction} + "
-                                                f"{self.test_fraction}")
+        check_split(self.val_fraction, self.test_fraction, "texts")
 
 
 @dataclass

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from scratchgpt.run_dir import MODEL_TABLES
-from scratchgpt.settings import DECAY, POSITIVE, Parses, Sections, check_settings, knob
+from scratchgpt.settings import (
+    DECAY,
+    POSITIVE,
+    Parses,
+    Sections,
+    SettingError,
+    check_settings,
+    knob,
+)
 from scratchgpt.tokenizers import bpe_vocab_size
 
 C = TypeVar("C", bound="FinetuneConfig")
@@ -20,6 +28,13 @@ BOOK_TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 5e-5, "schedule": "constant", "warmup_steps": 0, "batch_size": 8,
     "weight_decay": 0.1, "eval_every": 50, "eval_batches": 10,
 }
+
+
+def check_split(val_fraction: float, test_fraction: float, items: str) -> None:
+    """A ``[data]`` table's split must leave ``items`` ("texts", "records") to train on."""
+    if val_fraction + test_fraction >= 1:
+        raise SettingError("test_fraction", f"val_fraction + test_fraction must leave {items} "
+                                            f"to train on, got {val_fraction} + {test_fraction}")
 
 
 @dataclass

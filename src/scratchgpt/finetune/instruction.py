@@ -45,7 +45,12 @@ from scratchgpt.data.instructions import (
 )
 from scratchgpt.data.prompt_styles import PROMPT_STYLES, PromptStyle, get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
-from scratchgpt.finetune.config import BOOK_TRAIN_DEFAULTS, FinetuneConfig, FinetuneModel
+from scratchgpt.finetune.config import (
+    BOOK_TRAIN_DEFAULTS,
+    FinetuneConfig,
+    FinetuneModel,
+    check_split,
+)
 from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.generation import generate_batch_text
 from scratchgpt.hub.datasets import dataset_path
@@ -65,7 +70,6 @@ from scratchgpt.settings import (
     NON_NEGATIVE,
     POSITIVE,
     OneOf,
-    SettingError,
     check_settings,
     knob,
 )
@@ -104,10 +108,7 @@ class InstructData:
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise SettingError("test_fraction", f"val_fraction + test_fraction must leave "
-                                                f"records to train on, got {self.val_fraction} "
-                                                f"+ {self.test_fraction}")
+        check_split(self.val_fraction, self.test_fraction, "records")
 
 
 @dataclass
