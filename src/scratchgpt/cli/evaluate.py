@@ -147,7 +147,7 @@ def _evaluate_review(args: argparse.Namespace) -> int:
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="measure a model: classify, perplexity, mmlu, judge, review, "
+        "evaluate", help="measure a model: perplexity, mmlu, judge, classify, review, "
                          "compare",
         description="Evaluate a model. Every task writes its result to MODEL_DIR/eval/NAME.json "
                     "(with the command, a fingerprint of the data and the time); `compare` "
