@@ -153,6 +153,18 @@ def test_a_threshold_trades_recall_for_precision(
     assert capsys.readouterr().out.startswith("spam\t")
 
 
+def test_classify_reads_a_file_that_is_not_utf8_as_the_error_advises(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 ouvert\nfree entry\n".encode("latin-1"))
+    command = ["classify", "--model", str(trained), "--file", str(latin1)]
+    assert main(command) == 2
+    assert "byte 3 (0xe9) is not valid UTF-8" in capsys.readouterr().err
+    assert main([*command, "--encoding-errors", "replace"]) == 0
+    assert "caf\ufffd ouvert" in capsys.readouterr().out
+
+
 def test_classify_reads_lines_an_email_and_a_mailbox(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

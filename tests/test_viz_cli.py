@@ -72,6 +72,19 @@ def test_tokens_in_the_terminal_and_as_a_page(shared_assets: Path, tmp_path: Pat
     assert "<b>x" not in page.read_text(encoding="utf-8")  # escaped, never markup
 
 
+def test_a_file_that_is_not_utf8_is_read_as_the_error_advises(shared_assets: Path,
+                                                               tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    tokens = ["viz", "tokens", "--tokenizer", str(shared_assets / "gpt2-tokenizer"),
+              "--file", str(latin1)]
+    assert main(tokens) == 2
+    assert "pass --encoding-errors replace" in capsys.readouterr().err
+    assert "\ufffd" in run_cli(capsys, *tokens, "--encoding-errors", "replace")
+
+
 def test_runs_on_one_figure(tmp_path: Path, capsys) -> None:
     write_run(tmp_path / "a", 3)
     write_run(tmp_path / "b", 5)

@@ -26,17 +26,19 @@ from scratchgpt.run_dir import CONFIG_FILE, HEAD, load_run, model_tables
 from scratchgpt.tokenizers import Tokenizer
 
 
-def read_texts(path: Path) -> list[str]:
+def read_texts(path: Path, encoding_errors: str = "strict") -> list[str]:
     """The texts to classify in ``path``: an email (``.eml``: its subject and text body, as
     the SpamAssassin loader reads them), a mailbox (``.mbox``: one text per message), or else
-    one text per non-empty line."""
+    one text per non-empty line (UTF-8; ``encoding_errors="replace"`` reads bad bytes as
+    U+FFFD)."""
     if path.suffix == ".eml":
         return [_email(path.read_bytes())]
     if path.suffix == ".mbox":
         if not path.is_file():
             raise FileNotFoundError(f"file not found: {path}")
         return [_email(message.as_bytes()) for message in mailbox.mbox(path, create=False)]
-    return [line for line in read_text_file(path).splitlines() if line.strip()]
+    text = read_text_file(path, encoding_errors)
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _email(raw: bytes) -> str:

@@ -31,7 +31,13 @@ from pathlib import Path
 
 from scratchgpt import __version__
 from scratchgpt.cli.evaluate import add_evaluate
-from scratchgpt.cli.parsing import MODEL_SPEC_HELP, TOKENIZER_SPEC_HELP, add_command
+from scratchgpt.cli.parsing import (
+    MODEL_SPEC_HELP,
+    TOKENIZER_SPEC_HELP,
+    add_allow_special_flag,
+    add_command,
+    add_encoding_errors_flag,
+)
 from scratchgpt.cli.viz import add_viz
 from scratchgpt.pretraining import DataConfig, ModelChoice
 from scratchgpt.training.checkpoints import CheckpointError
@@ -85,13 +91,6 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     print(f"trained a BPE vocabulary of {tokenizer.vocab_size} tokens; saved to {args.out}",
           file=sys.stderr)
     return 0
-
-
-def _add_encoding_errors_flag(parser: argparse.ArgumentParser) -> None:
-    """``--encoding-errors``, which the UTF-8 error of ``read_text_file`` tells the user to pass."""
-    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
-                        help="strict: stop at bytes that are not UTF-8 (default); replace: "
-                             "read them as U+FFFD")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type,
@@ -213,7 +212,7 @@ def _classify(args: argparse.Namespace) -> int:
 
     from scratchgpt.classify import Classifier, read_texts
 
-    texts = read_texts(Path(args.file)) if args.file else args.texts
+    texts = read_texts(Path(args.file), args.encoding_errors) if args.file else args.texts
     if not texts:
         raise ValueError("nothing to classify: give TEXT arguments or --file FILE")
     classifier = Classifier.from_run(args.model)
@@ -328,11 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--tokenizer", required=True, metavar="SPEC", help=TOKENIZER_SPEC_HELP)
     tok.add_argument("file", metavar="FILE", help="the text to encode, in UTF-8")
-    _add_encoding_errors_flag(tok)
+    add_encoding_errors_flag(tok)
     tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")
-    tok.add_argument("--allow-special", action="store_true",
-                     help="encode special-token text such as <|endoftext|> as its special id "
-                          "(by default such text is an error)")
+    add_allow_special_flag(tok)
     tok.set_defaults(func=_tokenize)
 
     train_tok = add_command(
@@ -349,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_tok.add_argument("--out", required=True, metavar="TOKENIZER_FILE",
                            help="where to write the tokenizer, as JSON (any name; "
                                 "`tokenize --tokenizer` and `pretrain --tokenizer` read it)")
-    _add_encoding_errors_flag(train_tok)
+    add_encoding_errors_flag(train_tok)
     train_tok.add_argument("--special", nargs="*", default=["<|endoftext|>"], metavar="TOKEN",
                            help="special tokens (default: <|endoftext|>)")
     train_tok.set_defaults(func=_train_tokenizer)
@@ -529,6 +526,7 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
     classify.add_argument("--file", metavar="FILE",
                           help="classify the texts in FILE: one per line, or an email (.eml) "
                                "or a mailbox (.mbox, one text per message)")
+    add_encoding_errors_flag(classify)
     classify.add_argument("--json", action="store_true",
                           help="one JSON object per text: label and the probability of each class")
     classify.add_argument("--threshold", type=float, metavar="P",

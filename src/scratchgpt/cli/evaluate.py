@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.cli.parsing import MODEL_SPEC_HELP, add_command
+from scratchgpt.cli.parsing import (
+    MODEL_SPEC_HELP,
+    add_allow_special_flag,
+    add_command,
+    add_encoding_errors_flag,
+)
 
 
 def _print_result(args: argparse.Namespace, record: dict[str, Any], summary: str,
@@ -191,12 +196,8 @@ def _add_perplexity(tasks: argparse._SubParsersAction) -> None:
                             help="tokens between window starts (default: half the window)")
     perplexity.add_argument("--batch-size", type=int, default=4, metavar="N",
                             help="windows in one forward pass (default: 4)")
-    perplexity.add_argument("--encoding-errors", choices=["strict", "replace"],
-                            default="strict", help="strict: stop at bytes that are not UTF-8 "
-                                                   "(default); replace: read them as U+FFFD")
-    perplexity.add_argument("--allow-special", action="store_true",
-                            help="encode special-token text such as <|endoftext|> as its "
-                                 "special id (by default such text is an error)")
+    add_encoding_errors_flag(perplexity)
+    add_allow_special_flag(perplexity)
     _add_json_flag(perplexity)
     perplexity.set_defaults(func=_evaluate_perplexity, command="evaluate perplexity")
 

@@ -21,3 +21,17 @@ def add_command(commands: argparse._SubParsersAction, name: str, help: str,
         epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def add_encoding_errors_flag(parser: argparse.ArgumentParser) -> None:
+    """``--encoding-errors``, which the UTF-8 error of ``read_text_file`` tells the user to pass."""
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                        help="strict: stop at bytes that are not UTF-8 (default); replace: "
+                             "read them as U+FFFD")
+
+
+def add_allow_special_flag(parser: argparse.ArgumentParser) -> None:
+    """``--allow-special``: read ``<|endoftext|>`` in a text as the special token."""
+    parser.add_argument("--allow-special", action="store_true",
+                        help="encode special-token text such as <|endoftext|> as its special id "
+                             "(by default such text is an error)")

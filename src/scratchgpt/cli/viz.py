@@ -10,7 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from scratchgpt.cli.parsing import MODEL_SPEC_HELP, TOKENIZER_SPEC_HELP, add_command
+from scratchgpt.cli.parsing import (
+    MODEL_SPEC_HELP,
+    TOKENIZER_SPEC_HELP,
+    add_allow_special_flag,
+    add_command,
+    add_encoding_errors_flag,
+)
 
 
 def _saved(path: str | Path) -> int:
@@ -72,7 +78,10 @@ def _viz_tokens(args: argparse.Namespace) -> int:
 
     if (args.text is None) == (args.file is None):
         raise ValueError("give the text to split: --text TEXT or --file PATH (one of them)")
-    text = args.text if args.text is not None else read_text_file(Path(args.file))
+    if args.file is not None:
+        text = read_text_file(Path(args.file), args.encoding_errors)
+    else:
+        text = args.text
     tokenizer = resolve_tokenizer(args.tokenizer)
     pieces = token_pieces(tokenizer, text, "all" if args.allow_special else frozenset())
     if args.html or args.out:
@@ -184,8 +193,8 @@ def _add_tokens(tasks: argparse._SubParsersAction) -> None:
     tokens.add_argument("--tokenizer", required=True, metavar="SPEC", help=TOKENIZER_SPEC_HELP)
     tokens.add_argument("--text", help="the text to split")
     tokens.add_argument("--file", metavar="PATH", help="or a UTF-8 file to split")
-    tokens.add_argument("--allow-special", action="store_true",
-                        help="read special-token text such as <|endoftext|> as its special id")
+    add_encoding_errors_flag(tokens)
+    add_allow_special_flag(tokens)
     tokens.add_argument("--no-spaces", action="store_true",
                         help="in the terminal, show spaces as spaces, not ␣")
     tokens.add_argument("--html", action="store_true",
