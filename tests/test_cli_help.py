@@ -115,3 +115,9 @@ def test_each_task_has_examples_that_parse_and_explains_every_flag(
         parser = action.choices[argv[1]]
     for action in parser._actions:
         assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+
+
+def test_the_judge_is_the_books_unless_told() -> None:
+    """llama3 in Ollama on this machine, as chapter 7 of the book judges."""
+    args = build_parser().parse_args(["evaluate", "judge", "--responses", "r.json"])
+    assert (args.judge_url, args.judge_model) == ("http://localhost:11434", "llama3")

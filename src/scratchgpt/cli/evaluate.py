@@ -251,8 +251,8 @@ def _add_judge(tasks: argparse._SubParsersAction) -> None:
                     "server included, `scratchgpt serve` too. Entries are judged in parallel "
                     "with retries, and saved after each one to RUN/eval/judge-MODEL.json: run "
                     "the same command again to resume an interrupted run.",
-        examples=["scratchgpt evaluate judge --responses runs/assistant/test-responses.json "
-                  "--judge-url http://localhost:11434 --judge-model llama3",
+        examples=["scratchgpt evaluate judge --responses runs/assistant/test-responses.json"
+                  "   # llama3 in Ollama",
                   "OPENAI_API_KEY=... scratchgpt evaluate judge --responses "
                   "runs/assistant/test-responses.json --judge-url https://api.openai.com/v1 "
                   "--judge-model gpt-4o-mini --mode rubric",
@@ -262,11 +262,13 @@ def _add_judge(tasks: argparse._SubParsersAction) -> None:
     judge.add_argument("--responses", required=True, metavar="FILE",
                        help="a responses file: RUN/test-responses.json of `finetune instruct` "
                             "(or the book's, with model_response)")
-    judge.add_argument("--judge-url", required=True, metavar="URL",
-                       help="the judge server: http://localhost:11434 (Ollama) or a URL with "
-                            "/v1 (OpenAI-compatible)")
-    judge.add_argument("--judge-model", required=True, metavar="NAME",
-                       help="the judge model's name on that server (llama3, gpt-4o-mini, ...)")
+    judge.add_argument("--judge-url", default="http://localhost:11434", metavar="URL",
+                       help="the judge server: Ollama's (default: http://localhost:11434, "
+                            "Ollama on this machine, as in the book) or a URL with /v1 "
+                            "(OpenAI-compatible)")
+    judge.add_argument("--judge-model", default="llama3", metavar="NAME",
+                       help="the judge model's name on that server (default: llama3, the "
+                            "book's; gpt-4o-mini, ...)")
     judge.add_argument("--protocol", choices=["auto", "ollama", "openai"], default="auto",
                        help="the judge's API (default: auto, from the URL)")
     judge.add_argument("--mode", choices=["score", "rubric"], default="score",
