@@ -60,6 +60,37 @@ def test_info_unknown_preset_is_an_error(capsys: pytest.CaptureFixture[str]) -> 
     assert "gpt2-enormous" in err
 
 
+def test_info_reads_a_hugging_face_directory_as_transformers_counts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=96, vocab_size=500)
+    (tmp_path / "config.json").write_text(config.to_json_string(), encoding="utf-8")
+    code, out, _ = run_cli(capsys, "info", "--model", tmp_path)
+    assert code == 0 and f"model: {tmp_path}" in out.splitlines()
+    assert int(out.splitlines()[0]) == GPT2LMHeadModel(config).num_parameters()
+    assert {"context_length: 96", "n_layers: 3"} <= set(out.splitlines())
+
+
+def test_info_reads_a_run_without_its_weights(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from scratchgpt.config_files import dump_toml
+
+    micro = get_preset("micro").replace(vocab_size=300)
+    head = {"kind": "classifier", "labels": ["ham", "spam"]}
+    (tmp_path / "config.toml").write_text(
+        dump_toml({"resolved_model": micro.to_dict(), "head": head}), encoding="utf-8")
+    code, out, _ = run_cli(capsys, "info", "--model", tmp_path)
+    assert code == 0
+    assert out.splitlines()[0] == str(describe(micro)["parameters"])
+    assert "a classifier (ham, spam)" in out
+    with pytest.raises(SystemExit) as refused:
+        run_cli(capsys, "info", "--model", tmp_path, "--preset", "micro")
+    assert refused.value.code == 2
+    assert "not allowed with argument --model" in capsys.readouterr().err
+
+
 def test_info_as_a_real_process() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scratchgpt.cli", "info", "--preset", "gpt2-small"],

@@ -48,14 +48,23 @@ EXAMPLES = __doc__.split("\n\n", 1)[1]
 
 def _info(args: argparse.Namespace) -> int:
     from scratchgpt.config import get_preset
+    from scratchgpt.hub.gpt2 import model_config
     from scratchgpt.model.summary import describe, explain_parameters
 
-    config = get_preset(args.preset)
+    head: dict[str, object] = {}
+    if args.model:
+        config, head = model_config(args.model)
+    else:
+        config = get_preset(args.preset or "gpt2-small")
     if args.vocab_size:
         config = config.replace(vocab_size=args.vocab_size)
     facts = describe(config)
     print(facts["parameters"])
-    print(f"preset: {args.preset}")
+    print(f"model: {args.model}" if args.model else f"preset: {args.preset or 'gpt2-small'}")
+    if head.get("kind") == "classifier":
+        labels = ", ".join(map(str, head.get("labels", [])))
+        print(f"a classifier ({labels}): the figures are its language model's, whose output "
+              "layer a class head replaces")
     for name, value in config.to_dict().items():
         print(f"{name}: {value}")
     for line in explain_parameters(facts):
@@ -303,15 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = add_command(
-        commands, "info", help="parameter count and size of a model preset",
-        description="Print a preset's parameter count (first line, the bare number), its "
-                    "settings, its size in memory and its training FLOPs per token.",
+        commands, "info", help="parameter count and size of a model preset, run or download",
+        description="Print a model's parameter count (first line, the bare number), its "
+                    "settings, its size in memory and its training FLOPs per token: a preset's, "
+                    "or with --model a run's or a downloaded GPT-2's, read from its settings "
+                    "(no weights are loaded).",
         examples=["scratchgpt info --preset gpt2-small",
-                  "scratchgpt info --preset micro --vocab-size 2048"],
+                  "scratchgpt info --preset micro --vocab-size 2048",
+                  "scratchgpt info --model runs/first"],
     )
-    info.add_argument("--preset", default="gpt2-small",
-                      help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini "
-                           "(default: gpt2-small)")
+    which = info.add_mutually_exclusive_group()
+    which.add_argument("--preset",
+                       help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini "
+                            "(default: gpt2-small)")
+    which.add_argument("--model", metavar="SPEC", help=MODEL_SPEC_HELP)
     info.add_argument("--vocab-size", type=int,
                       help="use this vocabulary size instead, such as your tokenizer's "
                            "(default: the preset's)")

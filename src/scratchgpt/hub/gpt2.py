@@ -38,6 +38,7 @@ import torch
 from safetensors import safe_open
 
 from scratchgpt.config import ModelConfig
+from scratchgpt.config_files import load_toml
 from scratchgpt.hub.download import (
     FORMATS,
     check_download,
@@ -48,7 +49,16 @@ from scratchgpt.hub.download import (
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import is_run_dir, load_run, run_prompt_style
+from scratchgpt.run_dir import (
+    CONFIG_FILE,
+    HEAD,
+    LANGUAGE_MODEL_HEAD,
+    RESOLVED_MODEL,
+    is_run_dir,
+    load_run,
+    model_tables,
+    run_prompt_style,
+)
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, load_tokenizer
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -73,16 +83,37 @@ def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
     elif (directory / "hparams.json").is_file():
         model = load_openai_model(directory)
     else:
-        raise FileNotFoundError(
-            f"{directory} is not a model directory: expected config.json + model.safetensors "
-            "(Hugging Face), hparams.json + model.ckpt.index (OpenAI), or a run directory "
-            "(config.toml + checkpoints/)"
-        )
+        raise _not_a_model(directory)
     tokenizer = load_gpt2_tokenizer(directory)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                          f"model only {model.config.vocab_size}; they do not belong together")
     return model, tokenizer
+
+
+def model_config(spec: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The shape of the model ``spec`` names and what sits on top of it (the ``[head]`` table:
+    ``kind`` ``"language_model"`` or ``"classifier"``), read from its settings alone, no
+    weights: a run's ``config.toml``, Hugging Face's ``config.json`` or OpenAI's
+    ``hparams.json``."""
+    directory = resolve_model(spec)
+    if (directory / CONFIG_FILE).is_file():
+        tables = model_tables(load_toml(directory / CONFIG_FILE))
+        source = f"{directory / CONFIG_FILE} [{RESOLVED_MODEL}]"
+        return ModelConfig.from_dict(tables[RESOLVED_MODEL], source), tables[HEAD]
+    if (directory / "config.json").is_file():
+        return config_from_hf(_read_json(directory / "config.json")), dict(LANGUAGE_MODEL_HEAD)
+    if (directory / "hparams.json").is_file():
+        return config_from_openai(_read_json(directory / "hparams.json")), dict(LANGUAGE_MODEL_HEAD)
+    raise _not_a_model(directory)
+
+
+def _not_a_model(directory: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{directory} is not a model directory: expected config.json + model.safetensors "
+        "(Hugging Face), hparams.json + model.ckpt.index (OpenAI), or a run directory "
+        "(config.toml + checkpoints/)"
+    )
 
 
 def model_prompt_style(spec: str | Path) -> str | None:
