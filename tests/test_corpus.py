@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -18,11 +19,17 @@ from scratchgpt.data import (
     tokenize_corpus,
     train_val_split,
 )
-from scratchgpt.data.corpus import newline_cuts_keep_ids, split_for_workers
+from scratchgpt.data.corpus import (
+    TASK_CHARS,
+    encode_text,
+    newline_cuts_keep_ids,
+    split_for_workers,
+)
 from scratchgpt.tokenizers import (
     ENDOFTEXT,
     BPETokenizer,
     CharTokenizer,
+    SpecialTokenError,
     Tokenizer,
     WordTokenizer,
     load_tokenizer,
@@ -394,6 +401,24 @@ class ByteTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict) -> ByteTokenizer:
         return cls()
+
+
+def test_encode_text_in_parts_gives_the_ids_of_the_whole(
+    shared_assets: Path, gpt2: BPETokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = read_text_file(shared_assets / "corpora" / "moby-dick.txt")
+    assert len(split_for_workers(text, math.ceil(len(text) / TASK_CHARS))) == 2
+    text += "<|endoftext|>\nThe End.\n"
+    ids = encode_text(gpt2, text, allowed_special="all")
+    assert ids == gpt2.encode(text, allowed_special="all")
+    assert gpt2.eot_id in ids[-8:]
+    assert "tokenizing" in capsys.readouterr().err  # a progress bar for a long text
+    with pytest.raises(SpecialTokenError) as refused:
+        encode_text(gpt2, text, source="moby.txt", progress=False)
+    position = len(text) - len("<|endoftext|>\nThe End.\n")
+    assert refused.value.position == position > TASK_CHARS  # counted in the whole text
+    assert str(refused.value).startswith(
+        f"moby.txt contains the special token '<|endoftext|>' at character {position};")
 
 
 def test_newline_cuts_only_for_tokenizers_known_to_allow_them(gpt2: BPETokenizer) -> None:

@@ -78,12 +78,13 @@ def _info(args: argparse.Namespace) -> int:
 def _tokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from scratchgpt.data import read_text_file
+    from scratchgpt.data.corpus import encode_text, read_text_file
     from scratchgpt.hub.gpt2 import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(args.tokenizer)
-    text = read_text_file(Path(args.file), args.encoding_errors)
-    ids = tokenizer.encode(text, allowed_special="all" if args.allow_special else ())
+    text = read_text_file(args.file, args.encoding_errors)
+    ids = encode_text(tokenizer, text, source=args.file,
+                      allowed_special="all" if args.allow_special else frozenset())
     if args.ids_out:
         np.save(args.ids_out, np.asarray(ids, dtype=np.int64))
     print(len(ids))

@@ -32,9 +32,11 @@ from scratchgpt.tokenizers import (
     GPT2_SPLIT_PATTERN,
     BPETokenizer,
     CharTokenizer,
+    SpecialTokenError,
     Tokenizer,
     WordTokenizer,
 )
+from scratchgpt.tokenizers.base import AllowedSpecial
 
 SUFFIXES = (".txt", ".jsonl")
 TASK_CHARS = 1 << 20  # text per task sent to a worker process: enough to dwarf the overhead
@@ -178,6 +180,31 @@ def newline_cuts_keep_ids(tokenizer: Tokenizer) -> bool:
     if isinstance(tokenizer, BPETokenizer):
         return tokenizer.pattern == GPT2_SPLIT_PATTERN
     return isinstance(tokenizer, (CharTokenizer, WordTokenizer))
+
+
+def encode_text(tokenizer: Tokenizer, text: str, *, source: str = "text",
+                allowed_special: AllowedSpecial = frozenset(),
+                progress: bool = True) -> list[int]:
+    """``tokenizer.encode(text, allowed_special=...)``, the same ids, with a progress bar: a
+    long text is encoded in parts of about :data:`TASK_CHARS` characters, cut where
+    :func:`split_for_workers` may cut (no special token spans such a newline either). A
+    special token that is not allowed is an error naming ``source`` (the file the text came
+    from) and the character where the token starts."""
+    parts = [text]
+    if newline_cuts_keep_ids(tokenizer):
+        parts = split_for_workers(text, math.ceil(len(text) / TASK_CHARS))
+    ids: list[int] = []
+    done = 0
+    with progress_bar(total=len(text), unit="char", unit_scale=True, desc="tokenizing",
+                      disable=not progress or len(parts) == 1) as bar:
+        for part in parts:
+            try:
+                ids += tokenizer.encode(part, allowed_special=allowed_special)
+            except SpecialTokenError as err:
+                raise SpecialTokenError(err.token, done + err.position, source) from None
+            done += len(part)
+            bar.update(len(part))
+    return ids
 
 
 Piece = tuple[str, bool]  # some text, and whether a document ends with it

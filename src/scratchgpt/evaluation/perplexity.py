@@ -50,9 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.data.corpus import read_text_file
+from scratchgpt.data.corpus import encode_text, read_text_file
 from scratchgpt.progress import progress_bar
-from scratchgpt.tokenizers import SpecialTokenError, Tokenizer
+from scratchgpt.tokenizers import Tokenizer
 
 DEFAULT_BATCH_SIZE = 4  # windows per forward pass
 LOGIT_ROWS = 1024  # scored positions per call of the output layer (1024 x 50,257 floats: 200 MB)
@@ -200,14 +200,11 @@ def file_perplexity(
     (see :func:`sliding_window_nll` for the other arguments). ``encoding_errors="replace"``
     reads bytes that are not UTF-8 as U+FFFD; ``allowed_special="all"`` encodes special tokens
     spelled in the text (``<|endoftext|>``) as themselves."""
-    path = Path(path)
     text = read_text_file(path, encoding_errors)
     if not text.strip():
         raise ValueError(f"{path} is empty: there is no text to score")
-    try:
-        ids = tokenizer.encode(text, allowed_special=allowed_special)
-    except SpecialTokenError as err:
-        raise SpecialTokenError(f"{path}: {err}") from None
+    ids = encode_text(tokenizer, text, source=str(path), allowed_special=allowed_special,
+                      progress=progress)
     return sliding_window_nll(model, ids, context_length, stride, batch_size,
                               progress=progress, source=str(path))
 

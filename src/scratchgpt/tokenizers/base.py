@@ -23,7 +23,16 @@ AllowedSpecial = Collection[str] | Literal["all"]
 
 
 class SpecialTokenError(ValueError):
-    """Raised when ordinary text spells a special token that was not allowed."""
+    """Raised when ordinary text spells a special token that was not allowed: which one, and
+    the character where it starts in ``source`` (the text, or a file it came from)."""
+
+    def __init__(self, token: str, position: int, source: str = "text") -> None:
+        super().__init__(
+            f"{source} contains the special token {token!r} at character {position}; pass "
+            f"allowed_special={{{token!r}}} (CLI: --allow-special) to encode it as a special "
+            "token, or remove it from the text"
+        )
+        self.token, self.position = token, position
 
 
 class Tokenizer(ABC):
@@ -85,11 +94,7 @@ class Tokenizer(ABC):
         for match in self._special_pattern.finditer(text):
             token = match.group()
             if token not in allowed:
-                raise SpecialTokenError(
-                    f"text contains the special token {token!r} at character {match.start()}; "
-                    f"pass allowed_special={{{token!r}}} (CLI: --allow-special) to encode it as a "
-                    "special token, or remove it from the text"
-                )
+                raise SpecialTokenError(token, match.start())
             ids.extend(self.encode_ordinary(text[start : match.start()]))
             ids.append(self.special_tokens[token])
             start = match.end()
