@@ -1,6 +1,7 @@
 """The settings every fine-tuning shares: the ``[model]`` table (what to start from, and the
-shape of LoRA adapters) and the book's training defaults. Each fine-tuning adds its own
-``[data]`` table and its ``train`` choice (which weights learn)."""
+shape of LoRA adapters), the book's training defaults, how a configuration is read (defaults,
+then a TOML file, then flags) and the check that a split leaves something to train on. Each
+fine-tuning adds its own ``[data]`` table and its ``train`` choice (which weights learn)."""
 
 from __future__ import annotations
 
