@@ -91,6 +91,17 @@ def test_info_reads_a_run_without_its_weights(tmp_path: Path,
     assert "not allowed with argument --model" in capsys.readouterr().err
 
 
+def test_info_on_something_that_is_not_a_model_says_what_it_expected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "info", "--model", tmp_path / "nowhere")
+    assert code == 2 and out == ""
+    assert "nowhere is neither a directory nor a downloaded model name" in err
+    code, out, err = run_cli(capsys, "info", "--model", tmp_path)
+    assert code == 2 and out == ""
+    assert f"{tmp_path} is not a model directory: expected config.json" in err
+
+
 def test_info_as_a_real_process() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scratchgpt.cli", "info", "--preset", "gpt2-small"],
