@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,21 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def kill_after_step_0(command: list[str], cache: Path) -> str:
+    """Run ``command``, SIGKILL it as soon as it has printed its step-0 evaluation, and return
+    what it wrote to stderr."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, env=run_env(cache), stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True)
+        try:
+            assert process.stdout is not None
+            seen = any(line.startswith("step 0:") for line in process.stdout)
+        finally:
+            process.kill()
+            process.wait()
+        stderr.seek(0)
+        log = stderr.read()
+        assert seen, f"the run never printed its step-0 evaluation:\n{log}"
+        return log

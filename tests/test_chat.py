@@ -123,16 +123,77 @@ def test_old_turns_are_dropped_to_fit_the_context_and_the_user_is_told(
     child.expect(pexpect.EOF)
 
 
-def test_piped_input_prints_only_the_answers(instruct_run: tuple[Path, str],
-                                            instruct_cache: Path) -> None:
+def test_piped_input_prints_a_log_of_each_turn(instruct_run: tuple[Path, str],
+                                              instruct_cache: Path) -> None:
     run_dir, _ = instruct_run
-    first, second = _answers(run_dir, [QUESTION, "And a vegetable?"])
+    # One message a line: a line separator or form feed inside a line does not end it.
+    second = "And a vegetable?\u2028Or\x0ctwo?"
     done = subprocess.run(
         [sys.executable, "-m", "scratchgpt.cli", "chat", "--model", str(run_dir),
-         "--max-new-tokens", "8"], input=f"{QUESTION}\nAnd a vegetable?\n",
-        env=run_env(instruct_cache), capture_output=True, text=True, timeout=120)
+         "--max-new-tokens", "8"], input=f"{QUESTION}\r\n/reset\n{second}\n".encode(),
+        env=run_env(instruct_cache), capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{first}\n{second}\n"
+    # /reset between them: each message is answered as the first of a conversation.
+    first, after_reset = _answers(run_dir, [QUESTION])[0], _answers(run_dir, [second])[0]
+    assert done.stdout.decode() == (f"> {QUESTION}\n{first}\n\n"
+                                    f"> {second}\n{after_reset}\n\n")
+    assert "[conversation cleared]" in done.stderr.decode()  # notes on stderr
+
+
+def test_a_save_that_fails_says_why_and_the_chat_goes_on(
+        instruct_run: tuple[Path, str], instruct_cache: Path, tmp_path: Path) -> None:
+    run_dir, _ = instruct_run
+    first, second = _answers(run_dir, [QUESTION, "And a vegetable?"])
+    child = _spawn(run_dir, instruct_cache, "--max-new-tokens", "8")
+    child.expect_exact("you> ")
+    child.sendline(QUESTION)
+    child.expect_exact("you> ")
+    missing = tmp_path / "no" / "such" / "chat.json"
+    child.sendline(f"/save {missing}")
+    child.expect_exact(f"[not saved: {missing}: the directory {missing.parent} does not "
+                       "exist; create it, or save elsewhere. The conversation is kept.]")
+    child.expect_exact("you> ")
+    child.sendline(f"/save {tmp_path}")
+    child.expect_exact(f"[not saved: {tmp_path} is a directory; give a file name, such as "
+                       f"{tmp_path / 'chat.json'}. The conversation is kept.]")
+    child.expect_exact("you> ")
+    child.sendline("/save")
+    child.expect_exact("[/save needs a file name: /save FILE]")
+    child.expect_exact("you> ")
+    child.sendline("And a vegetable?")  # the chat goes on, the first exchange remembered
+    child.expect_exact("assistant> ")
+    child.expect_exact("you> ")
+    assert child.before.replace("\r\n", "\n") == second + "\n"
+    saved = tmp_path / "chat.json"
+    child.sendline(f"/save {saved}")
+    child.expect_exact(f"[saved {saved}]")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert json.loads(saved.read_text(encoding="utf-8"))["messages"] == [
+        {"role": "user", "content": QUESTION}, {"role": "assistant", "content": first.strip()},
+        {"role": "user", "content": "And a vegetable?"},
+        {"role": "assistant", "content": second.strip()}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]  # no temporary file
+
+
+def test_save_replaces_the_file_whole_by_renaming(instruct_run: tuple[Path, str],
+                                                  tmp_path: Path) -> None:
+    model, tokenizer = load_run(instruct_run[0])
+    session = ChatSession(model, tokenizer, get_prompt_style("chatml"))
+    path = tmp_path / "chat.json"
+    path.write_text("the old conversation\n", encoding="utf-8")
+    reader = path.open(encoding="utf-8")  # a reader of the old file, mid-save
+    session.turns += [{"role": "user", "content": QUESTION},
+                      {"role": "assistant", "content": "An apple."}]
+    assert session.save(path) == path
+    assert json.loads(path.read_text(encoding="utf-8"))["messages"] == session.turns
+    assert reader.read() == "the old conversation\n"  # a new file was renamed over it
+    reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        session.save(tmp_path)
 
 
 def test_a_base_model_chats_with_a_warning(instruct_base: Path, instruct_cache: Path) -> None:
@@ -142,4 +203,4 @@ def test_a_base_model_chats_with_a_warning(instruct_base: Path, instruct_cache: 
         env=run_env(instruct_cache), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "was never instruction-tuned" in done.stderr
-    assert done.stdout.count("\n") == 1
+    assert done.stdout.startswith(f"> {QUESTION}\n") and done.stdout.endswith("\n\n")

@@ -1,12 +1,19 @@
 """GPTClassifier: pooling that ignores padding, pretrained weights by name, and the choice of
-weights to train (scratchgpt.model.classifier and scratchgpt.model.trainable)."""
+weights to train (scratchgpt.model.classifier and scratchgpt.model.trainable); and a run's
+Classifier, which refuses empty texts (scratchgpt.classify, `scratchgpt classify`)."""
 
 from __future__ import annotations
+
+import mailbox
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from scratchgpt.classify import Classifier
+from scratchgpt.cli import main
 from scratchgpt.config import get_preset
 from scratchgpt.model import GPTClassifier, GPTModel, set_trainable
 
@@ -205,3 +212,48 @@ def test_bad_choices_are_refused_and_change_nothing(choice: str, match: str) -> 
     with pytest.raises(ValueError, match=match):
         set_trainable(model, choice)
     assert [p.requires_grad for p in model.parameters()] == before
+
+
+# -- empty texts: refused, never labelled ----------------------------------------------------
+def test_predict_refuses_an_empty_text_naming_its_index(classifier_run: Path) -> None:
+    classifier = Classifier.from_run(classifier_run)
+    for blank in ("", " \t\n"):
+        with pytest.raises(ValueError, match=r"text 1 \(counting from 0\) is empty"):
+            classifier.predict(["Lunch at 1?", blank, "WIN a prize"])
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_classify_refuses_an_empty_text_argument(
+    classifier_run: Path, blank: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["classify", "--model", str(classifier_run), "hello", blank]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("scratchgpt classify: error: TEXT argument 2 is empty: an empty text has "
+                   "nothing to label; give each text some words\n")
+
+
+def test_classify_skips_the_blank_lines_of_a_file_and_says_which(
+    classifier_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = tmp_path / "messages.txt"
+    messages.write_text("Lunch at 1?\n\n   \nWIN a prize\n", encoding="utf-8")
+    assert main(["classify", "--model", str(classifier_run), "--file", str(messages)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[2] for line in out.splitlines()] == ["Lunch at 1?", "WIN a prize"]
+    assert f"{messages}: skipped 2 blank: line 2, line 3" in err
+    messages.write_text("\n \n", encoding="utf-8")
+    assert main(["classify", "--model", str(classifier_run), "--file", str(messages)]) == 2
+    assert f"nothing to classify: {messages} holds no text" in capsys.readouterr().err
+
+    box = mailbox.mbox(tmp_path / "inbox.mbox")
+    for body in ("Cheap meds, buy now!", "", "Lunch at 1?"):
+        message = EmailMessage()
+        message.set_content(body)
+        box.add(message)
+    box.flush()
+    assert main(["classify", "--model", str(classifier_run), "--file",
+                 str(tmp_path / "inbox.mbox"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2
+    assert "inbox.mbox: skipped 1 blank: message 2" in err

@@ -163,7 +163,9 @@ def test_train_tokenizer_then_tokenize(
     assert code == 0, err
     text = verdict.read_text(encoding="utf-8")
     expected = tokenizer.encode(text)
-    assert out == f"{len(expected)}\n"
+    assert out == f"{len(expected)}\n"  # the bare count, for scripts
+    assert err.endswith(f"wrote {len(expected):,} token ids to {ids_file} (a 1-D numpy array "
+                        "of int64; np.load reads it)\n")  # what was written where
     assert len(expected) < len(text.encode())  # the merges compress the text
     ids = np.load(ids_file)
     assert ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer)
@@ -237,6 +239,19 @@ def test_tokenize_with_gpt2_matches_tiktoken(
     expected = tiktoken_gpt2.encode(verdict.read_text(encoding="utf-8"))
     assert out == f"{len(expected)}\n"
     assert np.load(ids_file).tolist() == expected
+
+
+def test_ids_out_writes_the_file_it_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gpt2_dir: Path
+) -> None:
+    text = tmp_path / "hello.txt"
+    text.write_text("Hello, world", encoding="utf-8")
+    code, out, err = run_cli(capsys, "tokenize", "--tokenizer", gpt2_dir, text, "--ids-out",
+                             tmp_path / "hello.ids")
+    assert (code, out) == (0, "3\n"), err
+    assert f"wrote 3 token ids to {tmp_path / 'hello.ids'}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.ids", "hello.txt"]  # no .npy
+    assert np.load(tmp_path / "hello.ids").tolist() == [15496, 11, 995]
 
 
 def test_tokenize_without_ids_out_only_counts(

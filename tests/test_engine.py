@@ -18,7 +18,15 @@ from decoding_models import ByteTokenizer, script_model
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens
 from scratchgpt.model import GPTModel
-from scratchgpt.serving.engine import Delta, Engine, GenerationRequest, QueueFull, Stream
+from scratchgpt.serving.engine import (
+    SEED_RANGE,
+    Delta,
+    Engine,
+    GenerationFailed,
+    GenerationRequest,
+    QueueFull,
+    Stream,
+)
 from scratchgpt.tokenizers.bpe_training import train_bpe
 
 PARAGRAPH = (
@@ -247,7 +255,24 @@ def test_requests_that_cannot_run_are_refused_at_submit(tokenizer) -> None:
         engine.submit(GenerationRequest([1], 5, temperature=-1.0))
     with pytest.raises(ValueError, match="^top_p must be"):
         engine.submit(GenerationRequest([1], 5, top_p=0.0))
+    for seed in (SEED_RANGE[0] - 1, SEED_RANGE[1] + 1):
+        with pytest.raises(ValueError, match=rf"^seed must be an integer from .*, got {seed}$"):
+            engine.submit(GenerationRequest([1], 5, seed=seed))
+    for logprobs in (-1, 301):
+        with pytest.raises(ValueError, match="^logprobs must be from 0 to the vocabulary's 300"):
+            engine.submit(GenerationRequest([1], 5, logprobs=logprobs))
     engine.close()
+
+
+def test_seed_range_is_what_torch_generators_take() -> None:
+    """SEED_RANGE, which submit and the server's schema check, is exactly what
+    ``torch.Generator.manual_seed`` takes: one beyond either end overflows."""
+    low, high = SEED_RANGE
+    for seed in (low, -1, 0, high):
+        torch.Generator().manual_seed(seed)
+    for seed in (low - 1, high + 1):
+        with pytest.raises(ValueError, match="Overflow"):
+            torch.Generator().manual_seed(seed)
 
 
 # -- cancelling, capacity, closing ----------------------------------------------------------
@@ -342,6 +367,98 @@ def test_a_failure_ends_the_streams_in_flight_and_the_engine_serves_on(tokenizer
         request = GenerationRequest([5, 6], 10)
         assert text(list(engine.submit(request))) == alone(model, tokenizer, request)
         wait_until(lambda: engine.active == 0)
+
+
+def test_a_row_that_fails_ends_alone_and_the_batch_goes_on(tokenizer) -> None:
+    """A request whose own sampling fails ends alone, with the error on its stream: here a
+    temperature so small that ``logits / temperature`` overflows to infinity, so that softmax
+    gives NaN and ``torch.multinomial`` raises. It joins the batch in one prefill with a good
+    newcomer while three rows decode; the four others finish as they would alone."""
+    model = talkative_model(tokenizer)
+    prompt = tokenizer.encode("the waves on the shore")
+    early = [GenerationRequest(prompt[:n], 30, temperature=1.0, seed=n) for n in (3, 4, 5)]
+    failing = GenerationRequest(prompt[:2], 30, temperature=1e-300)
+    newcomer = GenerationRequest(prompt[:6], 30, temperature=1.0, seed=1)
+    engine, gate = Engine(model, tokenizer), Gate(model)
+    streams = [engine.submit(request) for request in early]
+    with running(engine, gate):
+        gate.allow(3)  # the prefill and two steps
+        wait_until(lambda: len(gate.shapes) == 4)  # the third step is held
+        late = [engine.submit(failing), engine.submit(newcomer)]
+        gate.open()
+        answers = [list(stream) for stream in (*streams, late[1])]
+        with pytest.raises(GenerationFailed, match="^generation failed: RuntimeError.*nan"):
+            list(late[0])
+        wait_until(lambda: engine.active == 0)
+    assert [text(deltas) for deltas in answers] == [
+        alone(model, tokenizer, request) for request in (*early, newcomer)]
+    assert [deltas[-1].finish_reason for deltas in answers] == ["length"] * 4
+    joined = gate.shapes.index((2, 6))  # the two newcomers' prefill...
+    assert gate.shapes[joined + 1] == (4, 1)  # ...and the next step, without the failed row
+
+
+def test_a_failed_prefill_fails_its_newcomers_and_the_batch_goes_on(tokenizer) -> None:
+    """The newcomers' forward pass is theirs alone: when it fails (out of memory for a long
+    prompt, say), they end with the error and the rows already decoding never notice."""
+    model = talkative_model(tokenizer)
+    prompt = tokenizer.encode("the waves on the shore")
+    early = [GenerationRequest(prompt[:n], 30, temperature=1.0, seed=n) for n in (3, 4)]
+    engine, gate = Engine(model, tokenizer), Gate(model)
+
+    def fail_a_prefill_of_seven(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if args[0].shape[1] == 7:
+            raise RuntimeError("out of memory, say")
+
+    model.tok_emb.register_forward_pre_hook(fail_a_prefill_of_seven)
+    streams = [engine.submit(request) for request in early]
+    with running(engine, gate):
+        gate.allow(2)  # the prefill and a step
+        wait_until(lambda: len(gate.shapes) == 3)
+        newcomers = [engine.submit(GenerationRequest(prompt[:7], 10)) for _ in range(2)]
+        gate.open()
+        for stream in newcomers:
+            with pytest.raises(GenerationFailed, match=r"^generation failed: RuntimeError\('out"):
+                list(stream)
+        answers = [list(stream) for stream in streams]
+        wait_until(lambda: engine.active == 0)
+    assert [text(deltas) for deltas in answers] == [alone(model, tokenizer, r) for r in early]
+
+
+def test_logprobs_are_the_models_own_distribution(tokenizer) -> None:
+    """Asked for, each token's log-probability and the most likely tokens' are
+    ``log_softmax`` of the model's logits at its place, as one forward pass over the prompt
+    and answer gives them, whatever the sampling settings; each delta carries the tokens its
+    text covers; a request that does not ask gets none."""
+    model = talkative_model(tokenizer)
+    ids = tokenizer.encode(PARAGRAPH)
+    requests = [
+        GenerationRequest(ids[:5], 20, logprobs=3),
+        GenerationRequest(ids[10:19], 25, temperature=1.3, top_k=20, top_p=0.9,
+                          repetition_penalty=1.3, seed=5, logprobs=0),
+        GenerationRequest(ids[30:33], 20, temperature=1.0, seed=2),
+    ]
+    with running(Engine(model, tokenizer)) as engine:
+        streams = [engine.submit(request) for request in requests]  # decoded together
+        answers = [list(stream) for stream in streams]
+    assert [text(deltas) for deltas in answers] == [alone(model, tokenizer, r) for r in requests]
+    assert all(delta.logprobs == () for delta in answers[2])
+    for request, deltas in zip(requests[:2], answers[:2], strict=True):
+        for delta in deltas:  # every piece of text comes with the tokens that made it
+            assert delta.logprobs or not delta.text
+        entries = [entry for delta in deltas for entry in delta.logprobs]
+        tokens = [entry.token for entry in entries]
+        assert len(tokens) == deltas[-1].completion_tokens > 0
+        assert tokenizer.decode_bytes(tokens).decode(errors="replace") == text(deltas)
+        with torch.no_grad():
+            full = torch.log_softmax(model(torch.tensor([request.prompt_ids + tokens]))[0], -1)
+        expected = full[len(request.prompt_ids) - 1 : -1]  # the place each token was chosen
+        assert_near(torch.tensor([entry.logprob for entry in entries]),
+                    expected[torch.arange(len(tokens)), tokens])
+        best = expected.topk(request.logprobs or 1)
+        for entry, indices, values in zip(entries, best.indices, best.values, strict=True):
+            assert [token for token, _ in entry.top] == indices[: request.logprobs].tolist()
+            assert_near(torch.tensor([lp for _, lp in entry.top]),
+                        values[: request.logprobs])
 
 
 # -- asyncio readers --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from pretrain_runs import read_metrics, run_env, run_pretrain, write_corpus
+from pretrain_runs import kill_after_step_0, read_metrics, run_env, run_pretrain, write_corpus
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from scratchgpt.classify import Classifier
@@ -25,6 +26,7 @@ from scratchgpt.cli import main
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.splits import load_splits
 from scratchgpt.evaluation.records import RECORD_KEYS
+from scratchgpt.finetune.classification import ClassifyData, read_labelled
 from scratchgpt.training.checkpoints import step_dirs
 
 TINY = ["--model", "preset:nano", "--tokenizer", "bpe:400", "--epochs", "1", "--batch-size", "8",
@@ -129,7 +131,7 @@ def test_evaluate_classify_json_is_the_eval_json_object_as_a_record(
 def test_classify_prints_one_json_line_per_text(
     trained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    texts = ["WINNER!! Claim your free prize now, call 09061701461", "ok see you at 5", ""]
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "ok see you at 5", "?"]
     assert main(["classify", "--model", str(trained), "--json", *texts]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
@@ -300,3 +302,71 @@ def test_a_bad_setting_is_named_before_anything_is_read(
         assert main(["finetune", "classify", "--out", str(run_dir), *flags]) == 2
         assert message in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_resume_before_the_first_checkpoint_starts_from_the_model_it_was_given(
+    messages: Path, cache: Path, language_model: Path, tmp_path: Path
+) -> None:
+    """Killed after its step-0 evaluation and before any checkpoint, a run resumed starts over
+    from its --model (not from random weights): the figures of an uninterrupted run."""
+    start = ["--model", str(language_model), "--epochs", "0"]
+    killed = tmp_path / "killed"
+    kill_after_step_0(
+        [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify", "--data", str(messages),
+         "--out", str(killed), *TINY, *start, "--max-steps", "100000", "--eval-every", "100000"],
+        cache)
+    assert (killed / "config.toml").exists() and not step_dirs(killed / "checkpoints")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify", "--out", str(killed),
+         "--resume", "--max-steps", "4", "--eval-every", "2"],
+        env=run_env(cache), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "holds no checkpoint yet" in resumed.stderr
+
+    fresh = tmp_path / "fresh"
+    done = _finetune(messages, fresh, *start, "--max-steps", "4", "--eval-every", "2",
+                     cache=cache)
+    assert done.returncode == 0, done.stderr
+    assert [m["step"] for m in read_metrics(killed)] == [0, 2, 4]
+    assert read_metrics(killed) == read_metrics(fresh)  # step 0 too: the same start
+    assert (json.loads((killed / "eval.json").read_text())
+            == json.loads((fresh / "eval.json").read_text()))
+
+
+def test_resume_says_what_a_run_directory_holds(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["finetune", "instruct"], ["pretrain"]):
+        assert main([*command, "--out", str(trained), "--resume"]) == 2
+        assert (f"{trained} is a `finetune classify` run, not a `{' '.join(command)}` one: "
+                f"resume it with `scratchgpt finetune classify --out {trained} --resume`"
+                ) in capsys.readouterr().err
+    missing = tmp_path / "no-such-run"
+    assert main(["finetune", "classify", "--out", str(missing), "--resume"]) == 2
+    assert (f"--resume: the run directory {missing} does not exist; start one with "
+            f"`scratchgpt finetune classify --out {missing}` (without --resume)"
+            ) in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_a_directory_of_the_sms_collection_is_read_and_another_says_what_it_lacks(
+    messages: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory holding the SMS Spam Collection's file reads as that file; a directory of
+    something else says what a directory may hold."""
+    folder = tmp_path / "sms"
+    folder.mkdir()
+    shutil.copyfile(messages, folder / "SMSSpamCollection")
+    from_folder = read_labelled(ClassifyData(data=str(folder)))
+    from_file = read_labelled(ClassifyData(data=str(messages)))
+    assert (from_folder.texts, from_folder.labels) == (from_file.texts, from_file.labels)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mail.csv").write_text("text,label\nhi,ham\nwin,spam\n", encoding="utf-8")
+    assert main(["finetune", "classify", "--data", str(other), "--out", str(tmp_path / "r"),
+                 *TINY]) == 2
+    assert (f"{other}: holds no SpamAssassin groups: expected .tar.bz2 tarballs or their "
+            "extracted folders (easy_ham/, spam/, ...), or the SMS Spam Collection's "
+            "SMSSpamCollection file; a .csv, .tsv, .jsonl or .zip file is read when named "
+            "itself") in capsys.readouterr().err

@@ -9,11 +9,14 @@ LoRA, test responses, the prompt style recorded and reused — not a good assist
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from instruct_runs import TINY, cli, finetune_instruct
+from pretrain_runs import kill_after_step_0, read_metrics
 
+from scratchgpt.cli import main
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.instructions import load_instruction_splits
 from scratchgpt.data.prompt_styles import get_prompt_style
@@ -22,6 +25,7 @@ from scratchgpt.hub.gpt2 import load_gpt2
 from scratchgpt.model.lora import LoRALinear
 from scratchgpt.run_dir import load_run
 from scratchgpt.tokenizers import CharTokenizer
+from scratchgpt.training.checkpoints import step_dirs
 
 
 def test_a_run_holds_its_split_its_prompt_style_and_its_test_responses(
@@ -160,3 +164,61 @@ def test_resume_continues_the_run_with_its_own_split(
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 2, 4]
     assert (run_dir / "split" / "train.jsonl").read_text(encoding="utf-8") == split
+
+
+def test_resume_before_the_first_checkpoint_starts_from_the_model_it_was_given(
+        instruction_records: Path, instruct_base: Path, instruct_cache: Path,
+        instruct_run: tuple[Path, str], tmp_path: Path) -> None:
+    """Killed after its step-0 evaluation and before any checkpoint, a run resumed starts over
+    from its --model (not from random weights): the figures of an uninterrupted run."""
+    killed = tmp_path / "killed"
+    kill_after_step_0(
+        [sys.executable, "-m", "scratchgpt.cli", "finetune", "instruct", "--data",
+         str(instruction_records), "--model", str(instruct_base), "--out", str(killed), *TINY,
+         "--prompt-style", "chatml", "--max-steps", "100000", "--eval-every", "100000"],
+        instruct_cache)
+    assert (killed / "config.toml").exists() and not step_dirs(killed / "checkpoints")
+    resumed = cli("finetune", "instruct", "--out", str(killed), "--resume", "--max-steps", "4",
+                  "--eval-every", "4", cache=instruct_cache)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "holds no checkpoint yet" in resumed.stderr
+
+    fresh, _ = instruct_run  # the same settings, uninterrupted
+    assert [m["step"] for m in read_metrics(killed)] == [0, 4]
+    assert read_metrics(killed) == read_metrics(fresh)  # step 0 too: the same start
+    for name in ("eval.json", "test-responses.json"):
+        assert (killed / name).read_text() == (fresh / name).read_text()
+
+
+def test_the_log_says_which_long_records_were_cut_and_which_left_out(
+        instruct_base: Path, instruct_cache: Path, tmp_path: Path) -> None:
+    records = [{"instruction": f"Say {i}.", "input": "", "output": "Done."} for i in range(20)]
+    long_text = " ".join(["a word that takes up room in the context"] * 60)
+    records += [{"instruction": f"Cut {i}.", "input": long_text, "output": "Short."}
+                for i in range(6)]
+    records += [{"instruction": f"Leave {i}.", "input": "", "output": long_text}
+                for i in range(6)]
+    data = tmp_path / "long.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    done = finetune_instruct(data, instruct_base, run_dir, "--max-steps", "1", cache=instruct_cache)
+    assert done.returncode == 0, done.stderr
+    train = load_instruction_splits(run_dir / "split").train
+    cut = sum(r.instruction.startswith("Cut") for r in train)
+    left_out = sum(r.instruction.startswith("Leave") for r in train)
+    assert cut > 1 and left_out > 1  # the seeded split put some of each into training
+    assert (f"training: {cut} records longer than the context of 160 tokens cut from the left "
+            f"to fit; {left_out} records left out: even with the prompt cut, the final answer "
+            "and end-of-text need more than 160 tokens") in done.stderr
+
+
+def test_a_directory_given_as_data_is_named_with_the_files_it_holds(
+        instruction_records: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["finetune", "instruct", "--data", str(instruction_records.parent), "--model",
+                 "preset:nano", "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{instruction_records.parent} is a directory; instruction data is one file, a "
+            "JSON list or JSON Lines file of records: give its path (this directory holds "
+            "instructions.json)") in err
+    assert not run_dir.exists()

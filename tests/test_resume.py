@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pretrain_runs import (
+    kill_after_step_0,
     pretrain_command,
     read_metrics,
     run_env,
@@ -19,6 +20,7 @@ from pretrain_runs import (
     write_corpus,
 )
 
+from scratchgpt.cli import main
 from scratchgpt.config_files import load_toml
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training.checkpoints import load_checkpoint, step_dirs
@@ -119,24 +121,26 @@ def test_resume_from_a_corrupted_checkpoint_names_it(
     assert f"{weights} is corrupted or truncated" in resumed.stderr
 
 
-def test_a_full_disk_keeps_the_last_good_checkpoint(
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(
     corpus: Path, cache: Path, tmp_path: Path
 ) -> None:
-    run_dir = tmp_path / "full"
+    run_dir = tmp_path / "too-big"
     assert run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
                         ).returncode == 0
     good = run_dir / "checkpoints" / "step-00000002"
     weights_size = (good / "model.safetensors").stat().st_size
 
-    def small_disk() -> None:  # files may not grow past half a checkpoint: writes fail
+    def small_files() -> None:  # files may not grow past half a checkpoint: writes fail
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (weights_size // 2, weights_size // 2))
 
-    full = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4",
-                        preexec_fn=small_disk)
-    assert full.returncode == 2, full.stderr
-    assert "could not write the checkpoint for step 4" in full.stderr
-    assert "step-00000002, is intact" in full.stderr
+    failed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4",
+                          preexec_fn=small_files)
+    assert failed.returncode == 2, failed.stderr
+    assert (f"could not write {run_dir / 'checkpoints' / 'step-00000004' / 'model.safetensors'}"
+            in failed.stderr)
+    assert f"the last good checkpoint is {good}, intact; fix that, then continue with: " \
+           f"scratchgpt pretrain --out {run_dir} --resume" in failed.stderr
     assert load_checkpoint(good).step == 2
     assert [s for s, _ in step_dirs(run_dir / "checkpoints")] == [2]
     assert not list((run_dir / "checkpoints").glob(".*"))
@@ -178,6 +182,30 @@ def test_a_failed_start_leaves_nothing_and_the_retry_gets_what_it_asked_for(
     assert lines[0].startswith("step 0: train loss")
     assert lines[1].startswith("  The")
     assert "\\x" not in done.stdout and "\\n" not in done.stdout
+
+
+def test_killed_before_its_first_checkpoint_a_run_resumed_starts_over(
+    corpus: Path, cache: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "killed-early"
+    kill_after_step_0(pretrain_command(corpus, run_dir, *STEPS, "--max-steps", "100000",
+                                       "--eval-every", "100000"), cache)
+    assert not step_dirs(run_dir / "checkpoints")
+    resumed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "8",
+                           "--eval-every", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "holds no checkpoint yet" in resumed.stderr
+    assert read_metrics(run_dir) == read_metrics(uninterrupted)  # step 0 too: the same start
+
+
+def test_resume_says_what_a_run_directory_holds(
+    uninterrupted: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for task in ("classify", "instruct"):
+        assert main(["finetune", task, "--out", str(uninterrupted), "--resume"]) == 2
+        assert (f"{uninterrupted} is a `pretrain` run, not a `finetune {task}` one: resume it "
+                f"with `scratchgpt pretrain --out {uninterrupted} --resume`"
+                ) in capsys.readouterr().err
 
 
 def test_resume_with_no_checkpoint_says_so_and_starts_over(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pretrain_runs import write_corpus
+from pretrain_runs import pretrain_command, run_env, write_corpus
 
 from scratchgpt.cli import main
 from scratchgpt.config import get_preset
+from scratchgpt.config_files import load_toml
 from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.pretraining import load_config, pretrain
@@ -262,3 +266,26 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
     eager, compiled = (_tiny_trainer(tmp_path / str(c), compile=c) for c in (False, True))
     for _ in range(3):
         assert compiled.train_step().item() == pytest.approx(eager.train_step().item(), abs=1e-4)
+
+
+def test_threads_reach_pytorch_and_the_progress_line_shows_tokens_per_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus.txt", chars=20_000)
+    run_dir = tmp_path / "run"
+    threads = torch.get_num_threads() + 1  # not what PyTorch would choose
+    inside = ("import sys, torch; from scratchgpt.cli import main; code = main(sys.argv[1:]); "
+              "print('threads', torch.get_num_threads()); sys.exit(code)")
+    command = [sys.executable, "-c", inside,
+               *pretrain_command(corpus, run_dir, "--max-steps", "2", "--eval-every", "2",
+                                 "--threads", str(threads))[3:]]
+    done = subprocess.run(command, env=run_env(tmp_path / "cache"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"threads {threads}"
+    assert load_toml(run_dir / "config.toml")["train"]["threads"] == threads
+    final = [line for line in done.stderr.splitlines() if line.startswith("100%")][-1]
+    assert re.search(r"tok/s=[\d,]+", final), final
+
+    assert main(["pretrain", "--threads", "0", "--out", str(tmp_path / "none")]) == 2
+    assert "--threads: must be > 0, got 0" in capsys.readouterr().err

@@ -10,11 +10,18 @@ The model sees at most its context: when the conversation would not leave room f
 the oldest turns are dropped (never the system prompt), and the user is told. The terminal
 loop adds commands (``/reset``, ``/system TEXT``, ``/save FILE``, ``/exit``), lets Ctrl-C
 stop an answer without ending the chat, and reads piped standard input for scripting.
+
+``/save`` writes the conversation whole or not at all; a path it cannot write (a missing
+directory, a directory, no permission) is reported and the chat goes on, the conversation
+intact. Piped, each line is a message (or a command), and the transcript on standard output
+reads as a log: for each message a line ``> MESSAGE``, then the answer, then a blank line.
+Notes go to standard error.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -114,19 +121,45 @@ class ChatSession:
 
     def save(self, path: str | Path) -> Path:
         """The conversation as JSON: ``{"prompt_style", "messages": [...]}`` in OpenAI's
-        message shape, which ``finetune instruct --data`` also reads as a JSON Lines record."""
-        path = Path(path)
-        path.write_text(json.dumps({"prompt_style": self.style.name,
-                                    "messages": self.messages()}, indent=2,
-                                   ensure_ascii=False) + "\n", encoding="utf-8")
+        message shape, which ``finetune instruct --data`` also reads as a JSON Lines record.
+        Written whole or not at all (:func:`_write_whole`); an ``OSError`` says why not. A
+        leading ``~`` is the home directory, as in a shell."""
+        path = Path(path).expanduser()
+        _write_whole(path, json.dumps({"prompt_style": self.style.name,
+                                      "messages": self.messages()}, indent=2,
+                                     ensure_ascii=False) + "\n")
         return path
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place: an
+    existing file is replaced whole, and a failure (a full disk, Ctrl-C) leaves it as it was
+    and no temporary file behind. A path that cannot be written is an ``OSError`` whose
+    message says why: a missing directory, a directory, no permission."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name, such as "
+                                f"{path / 'chat.json'}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the directory {path.parent} does not exist; create "
+                                "it, or save elsewhere")
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException as err:
+        temporary.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise type(err)(err.errno, f"{path}: {err.strerror or err}") from None
+        raise
 
 
 def run_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
              stderr: TextIO = sys.stderr, banner: str = "") -> None:
     """The terminal loop. In a terminal: a ``you>`` prompt, answers after ``assistant>``, and
-    notes on stderr. From a pipe: each line is a message (or a command) and only the answers
-    are printed, one per line, for scripts to read."""
+    notes on stderr. From a pipe: each line is a message (or a command), and each message is
+    printed as ``> MESSAGE``, its answer on the next line, then a blank line: a transcript
+    that reads as a log and splits into turns at the ``> `` lines."""
     interactive = stdin.isatty()
     if interactive:
         print(f"{banner}commands: {COMMANDS}; Ctrl-C stops an answer, Ctrl-D leaves",
@@ -146,15 +179,14 @@ def run_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = s
             if _command(session, text, stderr):
                 return
             continue
-        if interactive:
-            stdout.write("assistant> ")
+        stdout.write("assistant> " if interactive else f"> {text}\n")
         try:
             for piece in session.reply(text):
                 stdout.write(piece)
                 stdout.flush()
         except KeyboardInterrupt:
             stdout.write(" [stopped]")
-        stdout.write("\n")
+        stdout.write("\n" if interactive else "\n\n")
         stdout.flush()
         for note in session.notes:
             print(f"[{note}]", file=stderr)
@@ -189,8 +221,19 @@ def _command(session: ChatSession, text: str, stderr: TextIO) -> bool:
         if argument:
             session.system = argument
         print(f"[system prompt: {session.system_prompt() or '(none)'}]", file=stderr)
-    elif name == "/save" and argument:
-        print(f"[saved {session.save(argument)}]", file=stderr)
+    elif name == "/save":
+        _save(session, argument, stderr)
     else:
         print(f"[unknown command {text!r}; commands: {COMMANDS}]", file=stderr)
     return False
+
+
+def _save(session: ChatSession, argument: str, stderr: TextIO) -> None:
+    """``/save FILE``: a path that cannot be written is reported, and the chat goes on."""
+    if not argument:
+        print("[/save needs a file name: /save FILE]", file=stderr)
+        return
+    try:
+        print(f"[saved {session.save(argument)}]", file=stderr)
+    except OSError as err:
+        print(f"[not saved: {err.strerror or err}. The conversation is kept.]", file=stderr)

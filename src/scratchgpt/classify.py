@@ -4,20 +4,24 @@ A run of ``scratchgpt finetune classify`` holds everything needed: the weights (
 checkpoint, LoRA adapters merged in), the tokenizer, the label names and how texts were read
 (``max_length``, ``truncate``; the ``[head]`` table of ``config.toml``). Texts are classified
 in batches, sorted by length so that little padding is computed.
+
+An empty (or whitespace-only) text has nothing to label, so it is refused rather than given
+a label the model would invent; :func:`read_texts` skips the blank lines of a file, and
+says which.
 """
 
 from __future__ import annotations
 
 import mailbox
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from scratchgpt.config_files import load_toml
-from scratchgpt.data.corpus import read_text_file
+from scratchgpt.data.corpus import read_text_file, text_lines
 from scratchgpt.data.labelled import SkippedEmail, email_text
 from scratchgpt.data.text_batches import Truncate, encode_text, pad_batch
 from scratchgpt.evaluation.classification import threshold_predictions
@@ -26,24 +30,51 @@ from scratchgpt.run_dir import CONFIG_FILE, HEAD, load_run, model_tables
 from scratchgpt.tokenizers import Tokenizer
 
 
-def read_texts(path: Path, encoding_errors: str = "strict") -> list[str]:
+@dataclass
+class FileTexts:
+    """The texts of a file, in order, and where each blank one was that was left out
+    (``line 4``, ``message 2``): a blank line, or a message with no text."""
+
+    texts: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, text: str, where: str) -> None:
+        if text.strip():
+            self.texts.append(text)
+        else:
+            self.skipped.append(where)
+
+    def skipped_note(self, path: str | Path) -> str:
+        """A line for the user saying what was skipped: ``FILE: skipped 2 blank: line 2,
+        line 5``."""
+        shown = ", ".join(self.skipped[:10]) + (", ..." if len(self.skipped) > 10 else "")
+        return f"{path}: skipped {len(self.skipped)} blank: {shown}"
+
+
+def read_texts(path: Path, encoding_errors: str = "strict") -> FileTexts:
     """The texts to classify in ``path``: an email (``.eml``: its subject and text body, as
     the SpamAssassin loader reads them), a mailbox (``.mbox``: one text per message), or else
-    one text per non-empty line (UTF-8; ``encoding_errors="replace"`` reads bad bytes as
-    U+FFFD)."""
+    one text per line (UTF-8, ``encoding_errors="replace"`` reads bad bytes as U+FFFD). A line
+    ends at ``\\n`` (or ``\\r\\n``) only (:func:`~scratchgpt.data.corpus.text_lines`): a form
+    feed or U+2028 inside a text does not cut it in two. Blank lines and messages with no text
+    are skipped, and listed in :attr:`FileTexts.skipped`."""
+    found = FileTexts()
     if path.suffix == ".eml":
-        return [_email(path.read_bytes())]
-    if path.suffix == ".mbox":
+        found.add(_email(path.read_bytes()), "the email")
+    elif path.suffix == ".mbox":
         if not path.is_file():
             raise FileNotFoundError(f"file not found: {path}")
-        return [_email(message.as_bytes()) for message in mailbox.mbox(path, create=False)]
-    text = read_text_file(path, encoding_errors)
-    return [line for line in text.splitlines() if line.strip()]
+        for number, message in enumerate(mailbox.mbox(path, create=False), start=1):
+            found.add(_email(message.as_bytes()), f"message {number}")
+    else:
+        text = read_text_file(path, encoding_errors)
+        for number, line in enumerate(text_lines(text), start=1):
+            found.add(line, f"line {number}")
+    return found
 
 
 def _email(raw: bytes) -> str:
-    """A message's text; one with none (or that cannot be parsed) is the empty text, which
-    still gets a prediction."""
+    """A message's text; one with none (or that cannot be parsed) is the empty text."""
     try:
         return email_text(raw)
     except SkippedEmail:
@@ -86,7 +117,12 @@ class Classifier:
 
     @torch.no_grad()
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """``[len(texts), len(labels)]``: the softmax of the class logits of each text."""
+        """``[len(texts), len(labels)]``: the softmax of the class logits of each text. An
+        empty or whitespace-only text is a ``ValueError`` naming its index."""
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"text {index} (counting from 0) is empty: a classifier needs "
+                                 "some text to label")
         device = next(self.model.parameters()).device
         ids = [encode_text(self.tokenizer, text, self.max_length, self.truncate) for text in texts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -102,7 +138,7 @@ class Classifier:
     def predict(self, texts: Sequence[str], threshold: float | None = None) -> list[Prediction]:
         """The label of each text: the most probable class, or with two classes and a
         ``threshold``, the second label (``spam`` of ``ham, spam``) when its probability is
-        at least ``threshold``."""
+        at least ``threshold``. An empty text is refused (see :meth:`probabilities`)."""
         probabilities = self.probabilities(texts)
         labels = self.decide(probabilities, threshold)
         return [Prediction(label, dict(zip(self.labels, row.tolist(), strict=True)))

@@ -10,24 +10,29 @@ The steps, each a library call you can make yourself:
    :class:`~scratchgpt.training.trainer.Trainer`.
 
 :class:`PretrainJob` does steps 1-5; :func:`~scratchgpt.training.runner.run_job`, which every
-fine-tuning shares, runs it in a run directory (:mod:`scratchgpt.run_dir`).
+fine-tuning shares, runs it in a run directory (:mod:`scratchgpt.run_dir`). The settings
+(:class:`PretrainConfig`) are in :mod:`scratchgpt.pretraining_config`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from scratchgpt.config import PRESETS, ModelConfig, get_preset
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.data.corpus import Corpus, default_cache_dir
 from scratchgpt.hub.gpt2 import resolve_tokenizer
 from scratchgpt.model import GPTModel
+from scratchgpt.pretraining_config import (  # the settings, kept free of PyTorch
+    DataConfig,
+    ModelChoice,  # noqa: F401  (re-exported: scratchgpt.pretraining.ModelChoice)
+    PretrainConfig,
+)
 from scratchgpt.run_dir import (
     HEAD,
     LANGUAGE_MODEL_HEAD,
@@ -35,100 +40,12 @@ from scratchgpt.run_dir import (
     RESOLVED_MODEL,
     TOKENIZER_FILE,
 )
-from scratchgpt.settings import (
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    Matches,
-    OneOf,
-    Parses,
-    Sections,
-    check_settings,
-    knob,
-)
-from scratchgpt.tokenizers import (
-    ENDOFTEXT,
-    Tokenizer,
-    bpe_vocab_size,
-    train_bpe,
-)
+from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, train_bpe
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.language_modeling import LanguageModelingTask
 from scratchgpt.training.runner import Setup, log, run_job
 from scratchgpt.training.trainer import FitResult
-
-
-@dataclass
-class DataConfig:
-    """Where the text comes from and how it becomes tokens."""
-
-    data: str | None = knob(None, "text file, directory or glob of .txt/.jsonl files "
-                                  "(default: the Python documentation built into CPython)")
-    tokenizer: str = knob("bpe:2048", "bpe:VOCAB_SIZE to train one on the corpus, or a "
-                                      "tokenizer SPEC (see `scratchgpt tokenize --help`)",
-                          Parses(bpe_vocab_size))
-    val_fraction: float = knob(0.1, "share of the tokens held out for validation (the end)",
-                               FRACTION)
-    encoding_errors: str = knob("strict", "strict: stop at bytes that are not UTF-8; "
-                                          "replace: turn them into U+FFFD",
-                                OneOf(("strict", "replace")))
-    stride: int | None = knob(None, "step between training windows (default: context length)",
-                              POSITIVE)
-    sample_prompt: str = knob("The", "prompt for the text samples printed at each evaluation",
-                              Matches(r"(?s).+", "some text"))
-    sample_tokens: int = knob(40, "length of each text sample, in tokens", NON_NEGATIVE)
-    sample_temperature: float = knob(0.8, "sampling temperature of the text samples (0: greedy, "
-                                          "which small models turn into loops)", NON_NEGATIVE)
-    sample_top_k: int | None = knob(40, "sample among the k most likely tokens", POSITIVE)
-    workers: int = knob(0, "processes tokenizing the corpus (0: one per CPU core)", NON_NEGATIVE)
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-
-    @property
-    def bpe_vocab_size(self) -> int | None:
-        """N of ``bpe:N`` (a tokenizer to train), or None for a tokenizer to load."""
-        return bpe_vocab_size(self.tokenizer)
-
-
-@dataclass
-class ModelChoice:
-    """A preset, optionally with some of its fields changed (each checked by ModelConfig)."""
-
-    preset: str = knob("micro", "nano, micro, mini (CPU sizes) or gpt2-small|medium|large|xl",
-                       OneOf(tuple(PRESETS)))
-    context_length: int | None = knob(None, "tokens the model sees at once")
-    emb_dim: int | None = knob(None, "width of the token vectors")
-    n_heads: int | None = knob(None, "attention heads per layer")
-    n_layers: int | None = knob(None, "transformer blocks")
-    drop_rate: float | None = knob(None, "dropout probability")
-    qkv_bias: bool | None = knob(None, "biases in the query/key/value projections")
-    tie_weights: bool | None = knob(None, "share the token embedding with the output layer")
-    pos_encoding: str | None = knob(None, "learned, sinusoidal or rope")
-    init: str | None = knob(None, "starting weights: gpt2 (N(0, 0.02)) or pytorch (each "
-                                  "layer's default, as in the book)")
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        self.resolve()  # the model's own checks, before anything is trained or written
-
-    def resolve(self, vocab_size: int | None = None) -> ModelConfig:
-        """The preset with the fields that were set (and ``vocab_size``, if given) changed."""
-        changes = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if vocab_size is not None:
-            changes["vocab_size"] = vocab_size
-        return get_preset(self.preset).replace(**changes)
-
-
-@dataclass
-class PretrainConfig(Sections):
-    """Everything ``scratchgpt pretrain`` needs; saved as ``RUN_DIR/config.toml``."""
-
-    data: DataConfig
-    model: ModelChoice
-    train: TrainConfig
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> PretrainConfig:

@@ -46,17 +46,39 @@ def model_tables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {RESOLVED_MODEL: tables[RESOLVED_MODEL], HEAD: tables.get(HEAD, LANGUAGE_MODEL_HEAD)}
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse a directory that cannot take this run: a file, a run already there (unless
-    resuming it), or, when resuming, no run at all. Nothing is written."""
+def run_command(tables: dict[str, Any]) -> str:
+    """The command that made a run, read from its ``config.toml`` tables: ``finetune classify``
+    (a classifier head), ``finetune instruct`` (a language model with a prompt style) or
+    ``pretrain``."""
+    head = tables.get(HEAD, LANGUAGE_MODEL_HEAD)
+    if head.get("kind") == "classifier":
+        return "finetune classify"
+    return "finetune instruct" if "prompt_style" in head else "pretrain"
+
+
+def check_run_dir(run_dir: Path, command: str, resume: bool) -> None:
+    """Refuse a directory that cannot take a run of ``command`` (``pretrain``, ``finetune
+    classify``...): a file, a run already there (unless resuming it), or, when resuming, no run
+    at all or a run of another command. Each refusal says what to do. Nothing is written."""
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"{run_dir} is a file, not a run directory; choose another --out")
-    if (run_dir / CONFIG_FILE).exists() and not resume:
+    config = run_dir / CONFIG_FILE
+    if config.exists() and not resume:
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    if resume and not (run_dir / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"--resume: {run_dir} holds no run ({CONFIG_FILE} is missing)")
+    if not resume:
+        return
+    start = f"start one with `scratchgpt {command} --out {run_dir}` (without --resume)"
+    if not run_dir.exists():
+        raise FileNotFoundError(f"--resume: the run directory {run_dir} does not exist; {start}")
+    if not config.exists():
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run ({CONFIG_FILE} is missing); "
+                                f"{start}")
+    made_by = run_command(load_toml(config))
+    if made_by != command:
+        raise ValueError(f"{run_dir} is a `{made_by}` run, not a `{command}` one: resume it "
+                         f"with `scratchgpt {made_by} --out {run_dir} --resume`")
 
 
 def start_run_dir(run_dir: Path, tokenizer: Tokenizer, tables: dict[str, dict[str, Any]],

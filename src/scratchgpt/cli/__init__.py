@@ -39,9 +39,19 @@ from scratchgpt.cli.parsing import (
     add_encoding_errors_flag,
 )
 from scratchgpt.cli.viz import add_viz
-from scratchgpt.pretraining import DataConfig, ModelChoice
-from scratchgpt.training.checkpoints import CheckpointError
+
+# Settings only, without PyTorch: what the flags are made from (see build_parser).
+from scratchgpt.finetune.config import (
+    ClassifyConfig,
+    ClassifyData,
+    ClassifyModel,
+    InstructConfig,
+    InstructData,
+    InstructModel,
+)
+from scratchgpt.pretraining_config import DataConfig, ModelChoice
 from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.errors import CheckpointError
 
 EXAMPLES = __doc__.split("\n\n", 1)[1]
 
@@ -86,7 +96,10 @@ def _tokenize(args: argparse.Namespace) -> int:
     ids = encode_text(tokenizer, text, source=args.file,
                       allowed_special="all" if args.allow_special else frozenset())
     if args.ids_out:
-        np.save(args.ids_out, np.asarray(ids, dtype=np.int64))
+        with open(args.ids_out, "wb") as out:  # this very name: np.save(NAME) would add .npy
+            np.save(out, np.asarray(ids, dtype=np.int64))
+        print(f"wrote {len(ids):,} token ids to {args.ids_out} (a 1-D numpy array of int64; "
+              "np.load reads it)", file=sys.stderr)
     print(len(ids))
     return 0
 
@@ -139,8 +152,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 
 def _run_paths(args: argparse.Namespace, default: Path) -> tuple[Path, Path | None]:
-    """The run directory, and the settings file: ``--config``, or on ``--resume`` the run's."""
+    """The run directory, and the settings file: ``--config``, or on ``--resume`` the run's
+    (once :func:`~scratchgpt.run_dir.check_run_dir` finds a run of this command there)."""
+    from scratchgpt.run_dir import check_run_dir
+
     run_dir = Path(args.out) if args.out else default
+    check_run_dir(run_dir, args.command, args.resume)
     if args.resume and args.config is None:
         return run_dir, run_dir / "config.toml"
     return run_dir, Path(args.config) if args.config else None
@@ -207,13 +224,17 @@ def _serve(args: argparse.Namespace) -> int:
     from scratchgpt.serving.app import ServeSettings
     from scratchgpt.serving.server import serve
 
-    for name in ("max_concurrency", "max_tokens", "max_queue"):
-        if getattr(args, name) < (0 if name == "max_queue" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} cannot be {getattr(args, name)}")
+    for name in ("max_concurrency", "max_tokens", "max_queue", "max_body_bytes",
+                 "max_classify_inputs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "max_queue" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} cannot be {value}")
     settings = ServeSettings(api_key=args.api_key or os.environ.get("SCRATCHGPT_API_KEY"),
                              max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
-                             max_queue=args.max_queue, cors_origin=args.cors_origin)
-    serve(args.model, settings, host=args.host, port=args.port)
+                             max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                             max_classify_inputs=args.max_classify_inputs,
+                             cors_origin=args.cors_origin)
+    serve(args.model, settings, host=args.host, port=args.port, threads=args.threads)
     return 0
 
 
@@ -222,9 +243,23 @@ def _classify(args: argparse.Namespace) -> int:
 
     from scratchgpt.classify import Classifier, read_texts
 
-    texts = read_texts(Path(args.file), args.encoding_errors) if args.file else args.texts
-    if not texts:
-        raise ValueError("nothing to classify: give TEXT arguments or --file FILE")
+    if args.file and args.texts:
+        raise ValueError("give the texts as TEXT arguments or in --file FILE, not both")
+    if args.file:
+        found = read_texts(Path(args.file), args.encoding_errors)
+        if found.skipped:
+            print(f"note: {found.skipped_note(args.file)}", file=sys.stderr)
+        if not found.texts:
+            raise ValueError(f"nothing to classify: {args.file} holds no text")
+        texts = found.texts
+    else:
+        texts = args.texts
+        if not texts:
+            raise ValueError("nothing to classify: give TEXT arguments or --file FILE")
+        for number, text in enumerate(texts, start=1):
+            if not text.strip():
+                raise ValueError(f"TEXT argument {number} is empty: an empty text has nothing "
+                                 "to label; give each text some words")
     classifier = Classifier.from_run(args.model)
     for text, prediction in zip(texts, classifier.predict(texts, args.threshold), strict=True):
         if args.json:
@@ -303,6 +338,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, every verb and task with its flags and help.
+
+    Building it imports settings and help text only, never PyTorch (nor numpy, nor
+    matplotlib): the settings dataclasses live in modules of their own, and each handler
+    (``_pretrain``, ``_chat``, ...) imports the library it calls when it runs. So ``--help``
+    and argument errors answer in a fraction of a second rather than the seconds that
+    ``import torch`` takes (``bench/bench_startup.py``; ``tests/test_cli_startup.py`` keeps
+    it so): import anything heavy inside a handler, not at the top of a ``cli`` module.
+    """
     parser = argparse.ArgumentParser(
         prog="scratchgpt",
         description="Build a GPT-style language model from scratch.",
@@ -343,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokenizer", required=True, metavar="SPEC", help=TOKENIZER_SPEC_HELP)
     tok.add_argument("file", metavar="FILE", help="the text to encode, in UTF-8")
     add_encoding_errors_flag(tok)
-    tok.add_argument("--ids-out", metavar="OUT.npy", help="write the ids as a 1-D numpy array")
+    tok.add_argument("--ids-out", metavar="OUT.npy",
+                     help="also write the ids to this file, as a 1-D numpy array of int64 "
+                          "(stdout still prints the count; stderr says what was written)")
     add_allow_special_flag(tok)
     tok.set_defaults(func=_tokenize)
 
@@ -474,9 +520,6 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def _add_finetune(commands: argparse._SubParsersAction) -> None:
-    from scratchgpt.finetune.classification import ClassifyConfig, ClassifyData, ClassifyModel
-    from scratchgpt.finetune.instruction import InstructConfig, InstructData, InstructModel
-
     finetune = commands.add_parser(
         "finetune", help="teach a pretrained GPT a task (classify, instruct)",
         description="Fine-tune a language model: `classify` puts a class head on it and "
@@ -530,7 +573,9 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
     classify = add_command(
         commands, "classify", help="label texts with a fine-tuned classifier",
         description="Print the label of each text (and its probability), or with --json one "
-                    "object per line: {\"label\": ..., \"probabilities\": {label: p, ...}}.",
+                    "object per line: {\"label\": ..., \"probabilities\": {label: p, ...}}. "
+                    "An empty TEXT is an error (it has nothing to label); the blank lines of "
+                    "a --file, and messages with no text, are skipped, and stderr says which.",
         examples=["scratchgpt classify --model runs/spam \"WINNER! Claim your prize now\"",
                   "scratchgpt classify --model runs/spam --file inbox.mbox --json",
                   "scratchgpt classify --model runs/spam --file messages.txt --threshold 0.9"],
@@ -539,8 +584,9 @@ def _add_classify(commands: argparse._SubParsersAction) -> None:
                           help="a run directory of `scratchgpt finetune classify`")
     classify.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     classify.add_argument("--file", metavar="FILE",
-                          help="classify the texts in FILE: one per line, or an email (.eml) "
-                               "or a mailbox (.mbox, one text per message)")
+                          help="classify the texts in FILE: one per line (a line ends at \\n "
+                               "or \\r\\n only), or an email (.eml) or a mailbox (.mbox, one "
+                               "text per message)")
     add_encoding_errors_flag(classify)
     classify.add_argument("--json", action="store_true",
                           help="one JSON object per text: label and the probability of each class")
@@ -582,8 +628,10 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
                     "would overflow the context; the system prompt is never dropped), in the "
                     "prompt style the run was fine-tuned with. Commands: /reset, /system TEXT, "
                     "/save FILE (the conversation as JSON), /exit. Ctrl-C stops the current "
-                    "answer, Ctrl-D leaves. Piped standard input is read line by line and only "
-                    "the answers are printed.",
+                    "answer, Ctrl-D leaves. A /save that cannot write (a missing directory, a "
+                    "directory) says why, and the chat goes on. Piped standard input is read "
+                    "line by line, one message (or command) a line, and printed as a log: "
+                    "'> MESSAGE', the answer, a blank line; notes go to stderr.",
         examples=["scratchgpt chat --model runs/assistant",
                   "scratchgpt chat --model runs/assistant --temperature 0.7 --top-p 0.9 "
                   "--system \"You answer in one sentence.\"",
@@ -620,8 +668,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                             "0.0.0.0 for every network: then set --api-key)")
     serve.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
     serve.add_argument("--api-key", metavar="KEY",
-                       help="require 'Authorization: Bearer KEY' on every /v1 request "
-                            "(default: the environment variable SCRATCHGPT_API_KEY, else none)")
+                       help="require 'Authorization: Bearer KEY' on every /v1 and /api "
+                            "request and on /openapi.json (default: the environment variable "
+                            "SCRATCHGPT_API_KEY, else none)")
     serve.add_argument("--max-concurrency", type=int, default=32, metavar="N",
                        help="streams decoded together in one batch (default: 32); more wait "
                             "in a queue")
@@ -630,6 +679,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                             "answer is 429 with Retry-After")
     serve.add_argument("--max-tokens", type=int, default=512, metavar="N",
                        help="the most new tokens a request may ask for (default: 512)")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N",
+                       help="the largest request body, counted as it arrives (default: "
+                            "1000000); beyond, the answer is 413")
+    serve.add_argument("--max-classify-inputs", type=int, default=256, metavar="N",
+                       help="the most texts one /v1/classify request may send (default: 256)")
+    serve.add_argument("--threads", type=int, metavar="N",
+                       help="the CPU threads a decoding step uses (default: PyTorch's, one "
+                            "per core)")
     serve.add_argument("--cors-origin", metavar="ORIGIN",
                        help="let web pages from ORIGIN (https://example.org) call the API "
                             "(default: none, only this server's own page)")

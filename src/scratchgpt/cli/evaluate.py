@@ -219,9 +219,11 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
     )
     mmlu.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     mmlu.add_argument("--data", required=True, metavar="DIR",
-                      help="mmlu (after `scratchgpt download mmlu`), the original release's "
-                           "data/ directory (dev/ and test/ CSVs), or Hugging Face cais/mmlu "
-                           "parquet files")
+                      help="the original release's data/ directory (dev/ and test/ CSVs, "
+                           "or the directory holding data/), a directory of Hugging Face "
+                           "cais/mmlu parquet files, or mmlu: the download (`scratchgpt "
+                           "download mmlu`); a directory that exists is read, before any "
+                           "download of that name")
     mmlu.add_argument("--shots", type=int, choices=range(6), default=0, metavar="0-5",
                       help="worked examples from the subject's dev set before each question "
                            "(default: 0; the MMLU paper reports 5)")
@@ -238,7 +240,7 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
 
 
 def _add_judge(tasks: argparse._SubParsersAction) -> None:
-    from scratchgpt.evaluation.judge import API_KEY_ENV
+    from scratchgpt.evaluation.judge_settings import API_KEY_ENV
 
     judge = add_command(
         tasks, "judge", help="a stronger model scores each response against its reference",
@@ -310,8 +312,9 @@ def _add_classify(tasks: argparse._SubParsersAction) -> None:
     classify.add_argument("--model", required=True, metavar="RUN_DIR",
                           help="a run directory of `scratchgpt finetune classify`")
     classify.add_argument("--data", required=True, metavar="PATH",
-                          help="labelled texts: sms-spam, spamassassin (downloaded), or a file "
-                               "or directory as `finetune classify --data` takes")
+                          help="labelled texts: a file or directory as `finetune classify "
+                               "--data` takes, or sms-spam, spamassassin (downloaded); a path "
+                               "that exists is read, before any download of that name")
     classify.add_argument("--text-field", metavar="F",
                           help="the text column of a .csv, .tsv or .jsonl file (default: text)")
     classify.add_argument("--label-field", metavar="F",

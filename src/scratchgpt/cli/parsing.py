@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from collections.abc import Sequence
 
-from scratchgpt.hub.gpt2 import TOKENIZER_SPECS
+from scratchgpt.hub.names import TOKENIZER_SPECS
 
 MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded model (gpt2-124M, "
                    "gpt2-355M, ...), or a Hugging Face or OpenAI GPT-2 directory")

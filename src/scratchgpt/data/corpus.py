@@ -100,12 +100,26 @@ def read_documents(path: Path, errors: str = "strict") -> Iterator[Document]:
         yield Document(where, record["text"])
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of ``text`` as a person sees them, for every file read as one item per line:
+    cut at ``\\n`` alone, a ``\\r`` before it (Windows' line end) dropped, and no empty line
+    after a final ``\\n``.
+
+    ``str.splitlines()`` also cuts at ``\\x0b``, form feed, ``\\x1c``-``\\x1e``, ``\\x85``,
+    U+2028 and U+2029, which real texts (emails above all) and JSON strings hold inside a
+    line: one text would become two, and every answer after it would be paired with the wrong
+    line. A lone ``\\r`` is not a line end either (only old Mac files used it).
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def json_lines(text: str, path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, value)`` for each non-blank line of a JSON Lines ``text``, ``where`` being
-    ``path:line``; a line that is not JSON is an error naming it."""
-    # JSON Lines ends lines with "\n" only: str.splitlines() would also cut at U+2028, U+0085
-    # and other breaks that JSON allows raw inside a string (json.dumps(ensure_ascii=False)).
-    for number, line in enumerate(text.split("\n"), start=1):
+    """``(where, value)`` for each non-blank line (:func:`text_lines`) of a JSON Lines
+    ``text``, ``where`` being ``path:line``; a line that is not JSON is an error naming it."""
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"

@@ -113,6 +113,13 @@ def load_instructions(path: str | Path) -> list[Record]:
     ``messages``: a list of ``{"role", "content"}`` objects. Records of a list are numbered from
     0 in errors, as ``json.load(file)[17]`` numbers them; lines from 1."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
+        raise IsADirectoryError(
+            f"{path} is a directory; instruction data is one file, a JSON list or JSON Lines "
+            "file of records: give its path"
+            + (f" (this directory holds {', '.join(found)})" if found else
+               " (this directory holds no .json or .jsonl file)"))
     if not path.is_file():
         raise FileNotFoundError(f"instruction data not found: {path}")
     try:

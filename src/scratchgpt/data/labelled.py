@@ -3,7 +3,8 @@
 A classifier is trained on pairs (text, label). :func:`load_labelled` reads them from
 
 - the SMS Spam Collection: ``label<TAB>text`` per line, no header (recognised by its content),
-  or the UCI zip it ships in;
+  the UCI zip it ships in, or a directory holding its ``SMSSpamCollection`` file (as
+  ``scratchgpt download sms-spam`` leaves it);
 - the SpamAssassin public corpus: a group tarball (``20030228_easy_ham.tar.bz2``), a directory
   of such tarballs, or a directory of their extracted group folders (``easy_ham/``, ``spam/``).
   Each file is one raw email; the text is its subject and its text body, and the label comes
@@ -102,6 +103,8 @@ def load_labelled(
             "file, and this is not one; leave them out"
         )
     if path.is_dir():
+        if (path / SMS_FILE_NAME).is_file():
+            return load_labelled(path / SMS_FILE_NAME)
         return load_spamassassin(path)
     if path.name.endswith(".tar.bz2"):
         return read_email_groups([path], str(path))
@@ -299,7 +302,8 @@ def load_spamassassin(directory: Path) -> LabelledTexts:
     if not tarballs and not folders:
         raise ValueError(
             f"{directory}: holds no SpamAssassin groups: expected .tar.bz2 tarballs or their "
-            "extracted folders (easy_ham/, spam/, ...)"
+            f"extracted folders (easy_ham/, spam/, ...), or the SMS Spam Collection's "
+            f"{SMS_FILE_NAME} file; a .csv, .tsv, .jsonl or .zip file is read when named itself"
         )
     return check_classes(read_email_groups(tarballs or folders, str(directory)))
 

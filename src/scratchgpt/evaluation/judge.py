@@ -79,12 +79,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from scratchgpt.evaluation.confidence import mean_ci95
+from scratchgpt.evaluation.judge_settings import OPENAI_KEY_ENV, JudgeSettings
 from scratchgpt.evaluation.responses import load_responses
 
-SCALES = {"score": (0, 100), "rubric": (1, 5)}
-PROTOCOLS = ("auto", "ollama", "openai")
-API_KEY_ENV = "SCRATCHGPT_JUDGE_API_KEY"
-OPENAI_KEY_ENV = "OPENAI_API_KEY"
 REASK = "Answer with the integer number only."
 PENDING, SCORED, UNSCORED, FAILED = "pending", "scored", "unscored", "failed"
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}  # and any other 5xx
@@ -173,49 +170,7 @@ def text_histogram(bars: Sequence[tuple[str, int]], width: int = 40) -> str:
                      f"{' ' if count else ''}{count}" for label, count in bars)
 
 
-# --- Settings and results -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JudgeSettings:
-    """Who judges and how. Times are in seconds; ``attempts`` counts the first try."""
-
-    url: str
-    model: str
-    protocol: str = "auto"  # auto (from the URL), ollama, openai
-    mode: str = "score"  # score (0-100, the book's prompt) or rubric (1-5)
-    concurrency: int = 4
-    attempts: int = 5
-    timeout: float = 120.0  # per request (each socket wait)
-    backoff: float = 1.0  # the first wait before a retry, doubled each time
-    max_wait: float = 60.0  # no wait longer, Retry-After included
-    seed: int = 123
-    num_ctx: int | None = 4096  # Ollama's context window for the judge (its default is short)
-    max_tokens: int | None = None  # a cap on the judge's answer; None: the server's default
-    api_key_env: str = API_KEY_ENV
-    save_every: int = 1  # rewrite the output after this many judged entries
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown judge protocol {self.protocol!r}: choose one of "
-                             f"{', '.join(PROTOCOLS)}")
-        if self.mode not in SCALES:
-            raise ValueError(f"unknown judge mode {self.mode!r}: choose score (0-100) or "
-                             "rubric (1-5)")
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(f"the judge URL must start with http:// or https://, got "
-                             f"{self.url!r}")
-        for name in ("concurrency", "attempts", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be 1 or more, got {getattr(self, name)}")
-        if not self.timeout > 0 or self.backoff < 0 or self.max_wait < 0:
-            raise ValueError("timeout must be > 0, and backoff and max_wait >= 0")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be 1 or more, got {self.max_tokens}")
-
-    @property
-    def scale(self) -> tuple[int, int]:
-        return SCALES[self.mode]
+# --- Results (the settings: judge_settings.JudgeSettings) ---------------------------------------
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,11 @@ def load_responses(path: str | Path) -> list[dict[str, str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as whole:
+        # here, not at the top: data.corpus brings numpy, which `evaluate judge --help` skips
+        from scratchgpt.data.corpus import text_lines
+
         try:  # JSON Lines: one entry per line
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            data = [json.loads(line) for line in text_lines(text) if line.strip()]
         except json.JSONDecodeError:
             raise ResponsesError(f"{path}: not valid JSON (a list of entries) or JSON Lines: "
                                  f"{whole}") from None

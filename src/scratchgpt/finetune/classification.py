@@ -30,77 +30,20 @@ from scratchgpt.data.labelled import LabelledTexts, load_labelled
 from scratchgpt.data.splits import Splits, load_splits, save_splits, split
 from scratchgpt.data.text_batches import TokenizedTexts
 from scratchgpt.evaluation.report import evaluate_run
-from scratchgpt.finetune.config import FinetuneConfig, FinetuneModel, check_split
+from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
+    ClassifyConfig,
+    ClassifyData,
+    ClassifyModel,  # noqa: F401  (re-exported: scratchgpt.finetune.classification.ClassifyModel)
+)
 from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import HEAD, RESOLVED_MODEL, SPLIT_DIR
-from scratchgpt.settings import (
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    Matches,
-    OneOf,
-    check_settings,
-    knob,
-)
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.runner import Setup, log, run_job
 from scratchgpt.training.trainer import Batch, FitResult
-
-TRAINABLE = Matches(r"head|last-block|last-blocks:\d+|all|lora",
-                    "head, last-block, last-blocks:N, all or lora")
-
-
-@dataclass
-class ClassifyData:
-    """Which labelled texts, how they are split, and how each is read."""
-
-    data: str = knob("sms-spam", "sms-spam or spamassassin (after `scratchgpt download NAME`), "
-                                 "or a labelled file or directory: the SMS collection or its "
-                                 ".zip, SpamAssassin .tar.bz2 groups, .csv, .tsv or .jsonl")
-    text_field: str | None = knob(None, "the text column of a .csv, .tsv or .jsonl file "
-                                        "(default: text)")
-    label_field: str | None = knob(None, "the label column of a .csv, .tsv or .jsonl file "
-                                         "(default: label)")
-    balance: bool = knob(False, "undersample every class to the size of the smallest (the "
-                                "book's choice); the test is also reported at the natural mix")
-    val_fraction: float = knob(0.1, "share of the texts held out for validation", FRACTION)
-    test_fraction: float = knob(0.2, "share of the texts held out for the final test", FRACTION)
-    epochs: float = knob(5, "passes over the training texts; sets --max-steps (0: train "
-                            "--max-steps steps instead)", NON_NEGATIVE)
-    truncate: str = knob("head", "head: keep the start of a text longer than --max-length; "
-                                 "tail: keep its end", OneOf(("head", "tail")))
-    max_length: int | None = knob(None, "tokens read of each text (default and most: the "
-                                        "model's context length)", POSITIVE)
-    class_weights: bool = knob(False, "weigh each class's loss by its inverse frequency "
-                                      "(for imbalanced data you do not --balance)")
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        check_split(self.val_fraction, self.test_fraction, "texts")
-
-
-@dataclass
-class ClassifyModel(FinetuneModel):
-    """What to start from, and which of its weights learn."""
-
-    train: str = knob("last-block", "which weights learn: head, last-block (the last "
-                                    "transformer block, final norm and head: the book's), "
-                                    "last-blocks:N, all, or lora (low-rank adapters)", TRAINABLE)
-    pooling: str = knob("last", "what the head reads: last (the last real token's state) or "
-                                "mean (the mean over the text's tokens)", OneOf(("last", "mean")))
-
-
-@dataclass
-class ClassifyConfig(FinetuneConfig):
-    """Everything ``scratchgpt finetune classify`` needs; saved as ``RUN_DIR/config.toml``."""
-
-    data: ClassifyData
-    model: ClassifyModel
-    train: TrainConfig
 
 
 def read_labelled(config: ClassifyData) -> LabelledTexts:
@@ -176,9 +119,10 @@ class ClassifyJob:
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
-        if resume_dir is not None:  # the run's own split, tokenizer and model shape
+        if resume_dir is not None:  # the run's own split, tokenizer and model
             splits = load_splits(resume_dir / SPLIT_DIR)
-            gpt, tokenizer = resume_from(resume_dir)
+            torch.manual_seed(train.seed)  # starting over starts as the fresh run did
+            gpt, tokenizer = resume_from(resume_dir, choice.model)
         else:
             splits = split(read_labelled(data), seed=train.seed, balance=data.balance,
                            fractions=(1 - data.val_fraction - data.test_fraction,

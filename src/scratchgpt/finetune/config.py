@@ -1,7 +1,12 @@
-"""The settings every fine-tuning shares: the ``[model]`` table (what to start from, and the
-shape of LoRA adapters), the book's training defaults, how a configuration is read (defaults,
-then a TOML file, then flags) and the check that a split leaves something to train on. Each
-fine-tuning adds its own ``[data]`` table and its ``train`` choice (which weights learn)."""
+"""The settings of fine-tuning. What every fine-tuning shares: the ``[model]`` table (what to
+start from, and the shape of LoRA adapters), the book's training defaults, how a
+configuration is read (defaults, then a TOML file, then flags) and the check that a split
+leaves something to train on. Then each fine-tuning's own ``[data]`` table and ``train``
+choice (which weights learn): :class:`ClassifyConfig` for :mod:`.classification`,
+:class:`InstructConfig` for :mod:`.instruction`.
+
+Settings only, without PyTorch, so that ``scratchgpt finetune TASK --help`` lists them at once.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from scratchgpt.run_dir import MODEL_TABLES
+from scratchgpt.data.prompt_styles import PROMPT_STYLES
 from scratchgpt.settings import (
     DECAY,
+    FRACTION,
+    NON_NEGATIVE,
     POSITIVE,
+    Matches,
+    OneOf,
     Parses,
     Sections,
     SettingError,
@@ -21,6 +30,7 @@ from scratchgpt.settings import (
     knob,
 )
 from scratchgpt.tokenizers import bpe_vocab_size
+from scratchgpt.training.config import TrainConfig
 
 C = TypeVar("C", bound="FinetuneConfig")
 
@@ -75,5 +85,107 @@ class FinetuneConfig(Sections):
         """The fine-tuning's defaults (:attr:`train_defaults` for ``[train]``), then the TOML
         file (if any: a run's own ``config.toml`` works, its model tables skipped), then
         ``overrides`` (the command line's flags)."""
+        from scratchgpt.run_dir import MODEL_TABLES  # here: run_dir needs PyTorch
+
         return cls.load(path, overrides, ignore=MODEL_TABLES,
                         defaults={"train": cls.train_defaults})
+
+
+# -- scratchgpt finetune classify ---------------------------------------------------------
+TRAINABLE = Matches(r"head|last-block|last-blocks:\d+|all|lora",
+                    "head, last-block, last-blocks:N, all or lora")
+
+
+@dataclass
+class ClassifyData:
+    """Which labelled texts, how they are split, and how each is read."""
+
+    data: str = knob("sms-spam", "sms-spam or spamassassin (after `scratchgpt download NAME`), "
+                                 "or a labelled file or directory: the SMS collection or its "
+                                 ".zip, SpamAssassin .tar.bz2 groups, .csv, .tsv or .jsonl")
+    text_field: str | None = knob(None, "the text column of a .csv, .tsv or .jsonl file "
+                                        "(default: text)")
+    label_field: str | None = knob(None, "the label column of a .csv, .tsv or .jsonl file "
+                                         "(default: label)")
+    balance: bool = knob(False, "undersample every class to the size of the smallest (the "
+                                "book's choice); the test is also reported at the natural mix")
+    val_fraction: float = knob(0.1, "share of the texts held out for validation", FRACTION)
+    test_fraction: float = knob(0.2, "share of the texts held out for the final test", FRACTION)
+    epochs: float = knob(5, "passes over the training texts; sets --max-steps (0: train "
+                            "--max-steps steps instead)", NON_NEGATIVE)
+    truncate: str = knob("head", "head: keep the start of a text longer than --max-length; "
+                                 "tail: keep its end", OneOf(("head", "tail")))
+    max_length: int | None = knob(None, "tokens read of each text (default and most: the "
+                                        "model's context length)", POSITIVE)
+    class_weights: bool = knob(False, "weigh each class's loss by its inverse frequency "
+                                      "(for imbalanced data you do not --balance)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_split(self.val_fraction, self.test_fraction, "texts")
+
+
+@dataclass
+class ClassifyModel(FinetuneModel):
+    """What to start from, and which of its weights learn."""
+
+    train: str = knob("last-block", "which weights learn: head, last-block (the last "
+                                    "transformer block, final norm and head: the book's), "
+                                    "last-blocks:N, all, or lora (low-rank adapters)", TRAINABLE)
+    pooling: str = knob("last", "what the head reads: last (the last real token's state) or "
+                                "mean (the mean over the text's tokens)", OneOf(("last", "mean")))
+
+
+@dataclass
+class ClassifyConfig(FinetuneConfig):
+    """Everything ``scratchgpt finetune classify`` needs; saved as ``RUN_DIR/config.toml``."""
+
+    data: ClassifyData
+    model: ClassifyModel
+    train: TrainConfig
+
+
+# -- scratchgpt finetune instruct ---------------------------------------------------------
+@dataclass
+class InstructData:
+    """Which records, how they are split, and how each becomes text."""
+
+    data: str = knob("instructions", "instructions or alpaca (after `scratchgpt download "
+                                     "NAME`), or a JSON list or JSON Lines file of {instruction, "
+                                     "input, output} records or {messages: [...]} conversations")
+    prompt_style: str = knob("alpaca", "how a record becomes text: alpaca (the book's), phi3 "
+                                       "or chatml; recorded in the run for chat and serve",
+                             OneOf(tuple(PROMPT_STYLES)))
+    mask_prompt: bool = knob(False, "put the loss on the responses only, not on the prompts "
+                                    "(conversations always train on the assistant's turns only)")
+    limit: int | None = knob(None, "use only the first N records (default: all)", POSITIVE)
+    val_fraction: float = knob(0.05, "share of the records held out for validation", FRACTION)
+    test_fraction: float = knob(0.1, "share of the records held out for the final test",
+                                FRACTION)
+    epochs: float = knob(2, "passes over the training records; sets --max-steps (0: train "
+                            "--max-steps steps instead)", NON_NEGATIVE)
+    max_new_tokens: int = knob(128, "the longest response generated for a validation sample "
+                                    "or a test entry", POSITIVE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_split(self.val_fraction, self.test_fraction, "records")
+
+
+@dataclass
+class InstructModel(FinetuneModel):
+    """What to start from, and which of its weights learn."""
+
+    train: str = knob("all", "which weights learn: all (full fine-tuning) or lora (low-rank "
+                             "adapters, under 1% of the weights)", OneOf(("all", "lora")))
+
+
+@dataclass
+class InstructConfig(FinetuneConfig):
+    """Everything ``scratchgpt finetune instruct`` needs; saved as ``RUN_DIR/config.toml``."""
+
+    data: InstructData
+    model: InstructModel
+    train: TrainConfig
+
+    train_defaults = {**BOOK_TRAIN_DEFAULTS, "eval_batches": 5}  # answers take longer

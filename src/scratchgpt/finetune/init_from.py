@@ -7,7 +7,8 @@
 * ``preset:NAME``: a fresh, randomly initialised model of that preset. Fine-tuned the same
   way, it shows what pretraining was worth (the book's lesson in chapter 6).
 
-A fine-tuning that resumes starts again from its own run instead (:func:`resume_from`).
+A fine-tuning that resumes starts again from its own run instead (:func:`resume_from`): its
+checkpoint, or, where it stopped before its first, the same start as above.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import load_toml
 from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
+from scratchgpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, train_bpe
+from scratchgpt.training.checkpoints import resume_checkpoint
 
 PRESET_PREFIX = "preset:"
 
@@ -42,9 +44,15 @@ def init_from(spec: str, *, tokenizer: str = "bpe:2048",
     return model.train(), chosen
 
 
-def resume_from(run_dir: Path) -> tuple[GPTModel, Tokenizer]:
-    """The language model a fine-tuning run started from, in the shape its ``config.toml``
-    records (its weights come from the run's checkpoint), and the run's tokenizer."""
-    saved = load_toml(run_dir / CONFIG_FILE)
-    model = GPTModel(ModelConfig.from_dict(saved[RESOLVED_MODEL]))
-    return model, Tokenizer.load(run_dir / TOKENIZER_FILE)
+def resume_from(run_dir: Path, spec: str) -> tuple[GPTModel, Tokenizer]:
+    """The language model a fine-tuning run resumes with (in training mode), and the run's
+    tokenizer. Where the run holds a checkpoint, the model is built in the shape its
+    ``config.toml`` records, and its weights come from the checkpoint. Where it holds none yet
+    (it stopped before its first), the run starts over from ``spec``, its ``--model``: the
+    model is the one :func:`init_from` built for it, given the same ``torch.manual_seed``."""
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL])
+    if spec.startswith(PRESET_PREFIX) or resume_checkpoint(run_dir / CHECKPOINTS) is not None:
+        return GPTModel(config).train(), tokenizer  # a preset: sized to the run's tokenizer
+    model, _ = load_gpt2(spec)
+    return model.train(), tokenizer

@@ -43,13 +43,12 @@ from scratchgpt.data.instructions import (
     save_instruction_splits,
     split_records,
 )
-from scratchgpt.data.prompt_styles import PROMPT_STYLES, PromptStyle, get_prompt_style
+from scratchgpt.data.prompt_styles import PromptStyle, get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
-from scratchgpt.finetune.config import (
-    BOOK_TRAIN_DEFAULTS,
-    FinetuneConfig,
-    FinetuneModel,
-    check_split,
+from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
+    InstructConfig,
+    InstructData,
+    InstructModel,  # noqa: F401  (re-exported: scratchgpt.finetune.instruction.InstructModel)
 )
 from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.generation import generate_batch_text
@@ -65,14 +64,6 @@ from scratchgpt.run_dir import (
     run_prompt_style,
     write_whole,
 )
-from scratchgpt.settings import (
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    OneOf,
-    check_settings,
-    knob,
-)
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
@@ -85,55 +76,27 @@ EVAL_FILE = "eval.json"
 SAMPLE_RECORDS = 3  # validation instructions answered at every evaluation
 
 
-@dataclass
-class InstructData:
-    """Which records, how they are split, and how each becomes text."""
-
-    data: str = knob("instructions", "instructions or alpaca (after `scratchgpt download "
-                                     "NAME`), or a JSON list or JSON Lines file of {instruction, "
-                                     "input, output} records or {messages: [...]} conversations")
-    prompt_style: str = knob("alpaca", "how a record becomes text: alpaca (the book's), phi3 "
-                                       "or chatml; recorded in the run for chat and serve",
-                             OneOf(tuple(PROMPT_STYLES)))
-    mask_prompt: bool = knob(False, "put the loss on the responses only, not on the prompts "
-                                    "(conversations always train on the assistant's turns only)")
-    limit: int | None = knob(None, "use only the first N records (default: all)", POSITIVE)
-    val_fraction: float = knob(0.05, "share of the records held out for validation", FRACTION)
-    test_fraction: float = knob(0.1, "share of the records held out for the final test",
-                                FRACTION)
-    epochs: float = knob(2, "passes over the training records; sets --max-steps (0: train "
-                            "--max-steps steps instead)", NON_NEGATIVE)
-    max_new_tokens: int = knob(128, "the longest response generated for a validation sample "
-                                    "or a test entry", POSITIVE)
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        check_split(self.val_fraction, self.test_fraction, "records")
-
-
-@dataclass
-class InstructModel(FinetuneModel):
-    """What to start from, and which of its weights learn."""
-
-    train: str = knob("all", "which weights learn: all (full fine-tuning) or lora (low-rank "
-                             "adapters, under 1% of the weights)", OneOf(("all", "lora")))
-
-
-@dataclass
-class InstructConfig(FinetuneConfig):
-    """Everything ``scratchgpt finetune instruct`` needs; saved as ``RUN_DIR/config.toml``."""
-
-    data: InstructData
-    model: InstructModel
-    train: TrainConfig
-
-    train_defaults = {**BOOK_TRAIN_DEFAULTS, "eval_batches": 5}  # answers take longer
-
-
 def read_records(config: InstructData) -> list[Record]:
     """The records ``config.data`` names (a shipped dataset from the download cache, or a
     path), the first ``config.limit`` of them."""
     return load_instructions(dataset_path(config.data, "instructions"))[: config.limit]
+
+
+def fitting_report(examples: InstructionExamples, context: int) -> str:
+    """What became of the records longer than the context: how many were cut, and how many
+    left out, each with why."""
+    clauses = []
+    if examples.truncated:
+        clauses.append(f"{_records(examples.truncated)} longer than the context of {context} "
+                       "tokens cut from the left to fit")
+    if examples.dropped:
+        clauses.append(f"{_records(examples.dropped)} left out: even with the prompt cut, the "
+                       f"final answer and end-of-text need more than {context} tokens")
+    return "; ".join(clauses)
+
+
+def _records(count: int) -> str:
+    return f"{count:,} record" + ("" if count == 1 else "s")
 
 
 def respond(model: GPTModel, tokenizer: Tokenizer, style: PromptStyle, records: Sequence[Record],
@@ -231,9 +194,10 @@ class InstructJob:
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
         style = get_prompt_style(data.prompt_style)
-        if resume_dir is not None:  # the run's own split, tokenizer and model shape
+        if resume_dir is not None:  # the run's own split, tokenizer and model
             splits = load_instruction_splits(resume_dir / SPLIT_DIR)
-            model, tokenizer = resume_from(resume_dir)
+            torch.manual_seed(train.seed)  # starting over starts as the fresh run did
+            model, tokenizer = resume_from(resume_dir, choice.model)
         else:
             splits = split_records(read_records(data), seed=train.seed,
                                    fractions=(1 - data.val_fraction - data.test_fraction,
@@ -254,9 +218,7 @@ class InstructJob:
                 + (", loss on the responses only" if data.mask_prompt else ""))
             for name, part in (("training", train_examples), ("validation", val_examples)):
                 if part.truncated or part.dropped:
-                    log(f"{name}: {part.truncated} records longer than the context of "
-                        f"{context} tokens cut from the left, {part.dropped} dropped (their "
-                        "response and end-of-text would not fit)")
+                    log(f"{name}: " + fitting_report(part, context))
             log(str(summary))
         if data.epochs > 0:
             train.max_steps = train.steps_for_epochs(data.epochs, len(train_examples),

@@ -45,6 +45,7 @@ from scratchgpt.hub.download import (
     mirror_url,
     read_manifest,
 )
+from scratchgpt.hub.names import local_or_downloaded
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/228/"
 SPAMASSASSIN_URL = "https://spamassassin.apache.org/old/publiccorpus/"
@@ -220,9 +221,20 @@ def dataset_names(kind: str) -> list[str]:
 
 
 def dataset_path(data: str, kind: str) -> Path:
-    """What ``--data`` names: a shipped dataset of ``kind``, found in the download cache
-    (:func:`find_dataset`), or else a path."""
-    return find_dataset(data) if data in dataset_names(kind) else Path(data)
+    """What ``--data`` names (:mod:`.names`): an existing file or directory is read from there
+    (in a directory that ``scratchgpt download NAME --dir DIR`` filled, what a loader reads of
+    it); else a shipped dataset of ``kind`` is found in the download cache
+    (:func:`find_dataset`); anything else is a path, which the loader reports missing."""
+
+    def downloaded(name: str) -> Path:
+        return find_dataset(name) if name in dataset_names(kind) else Path(name)
+
+    path = local_or_downloaded(data, downloaded)
+    manifest = read_manifest(path) if path.is_dir() else {}
+    for name in dataset_names(kind):
+        if manifest.keys() & DATASETS[name].urls.keys():  # a download of that dataset
+            return find_dataset(name, path)
+    return path
 
 
 def datasets_dir() -> Path:
@@ -263,13 +275,14 @@ def download_dataset(
     return target
 
 
-def find_dataset(name: str) -> Path:
-    """What a loader reads of the downloaded dataset ``name``: the ``SMSSpamCollection`` file,
-    the directory of SpamAssassin tarballs. ``FileNotFoundError`` with the command to run if it
-    has not been downloaded (or not completely: each needed file's size is checked)."""
+def find_dataset(name: str, directory: Path | None = None) -> Path:
+    """What a loader reads of the downloaded dataset ``name`` (in the cache, or in the
+    ``directory`` it was downloaded to): the ``SMSSpamCollection`` file, the directory of
+    SpamAssassin tarballs. ``FileNotFoundError`` with the command to run if it has not been
+    downloaded (or not completely: each needed file's size is checked)."""
     dataset = get_dataset(name)
-    directory = datasets_dir() / name
-    command = f"scratchgpt download {name}"
+    command = f"scratchgpt download {name}" + (f" --dir {directory}" if directory else "")
+    directory = directory or datasets_dir() / name
     if not read_manifest(directory):
         raise FileNotFoundError(f"{name} has not been downloaded; run: {command} (looked in "
                                 f"{directory})")

@@ -10,8 +10,11 @@
   ``encoder.json`` + ``vocab.bpe``;
 * a run directory written by ``scratchgpt pretrain``.
 
-:func:`resolve_tokenizer` does the same for tokenizers: a downloaded name, or anything
-:func:`~scratchgpt.tokenizers.load_tokenizer` reads (a run directory among them).
+A ``spec`` that names an existing file or directory is read from there; only otherwise is it
+a downloaded name (:mod:`scratchgpt.hub.names`), so a ``./gpt2-124M`` directory is that
+directory. :func:`resolve_tokenizer` does the same for tokenizers: anything
+:func:`~scratchgpt.tokenizers.load_tokenizer` reads (a run directory among them), or a
+downloaded name.
 
 All layouts go through :func:`scratchgpt.hub.hf_weights.hf_to_scratch`, which checks every
 shape and names any tensor that does not fit; OpenAI's names are first renamed to Hugging
@@ -47,6 +50,7 @@ from scratchgpt.hub.download import (
     read_manifest,
 )
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
+from scratchgpt.hub.names import TOKENIZER_SPECS, local_or_downloaded
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import (
@@ -63,9 +67,6 @@ from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, load_tokenizer
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
-TOKENIZER_SPECS = ("a run directory (its tokenizer.json), a downloaded model name "
-                   "(gpt2-124M), a directory of GPT-2's files, a tiktoken rank file or a JSON "
-                   "file written by `scratchgpt train-tokenizer`")
 
 
 def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
@@ -124,30 +125,34 @@ def model_prompt_style(spec: str | Path) -> str | None:
 
 
 def resolve_tokenizer(spec: str | Path) -> Tokenizer:
-    """The tokenizer ``spec`` names (:data:`TOKENIZER_SPECS`): a downloaded model's
-    vocabulary (``gpt2-124M``), or any run directory, file or directory
-    :func:`~scratchgpt.tokenizers.load_tokenizer` reads."""
-    path = Path(spec)
-    if not path.exists():
-        if not DOWNLOADED_NAME.fullmatch(str(spec)):
-            raise FileNotFoundError(f"{spec} does not exist; expected {TOKENIZER_SPECS}")
-        path = resolve_model(spec)
-    return load_tokenizer(path)
+    """The tokenizer ``spec`` names (:data:`TOKENIZER_SPECS`): any run directory, file or
+    directory :func:`~scratchgpt.tokenizers.load_tokenizer` reads, or else a downloaded
+    model's vocabulary (``gpt2-124M``; an existing path comes first, see
+    :mod:`scratchgpt.hub.names`)."""
+
+    def downloaded(name: str) -> Path:
+        if not DOWNLOADED_NAME.fullmatch(name):
+            raise FileNotFoundError(f"{name} does not exist; expected {TOKENIZER_SPECS}")
+        return _downloaded_model(name)
+
+    return load_tokenizer(local_or_downloaded(spec, downloaded))
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """The directory for ``spec``: an existing path as is, a downloaded name (``gpt2-124M``)
-    as its cache directory once its files check out (Hugging Face's layout first).
+    """The directory for ``spec``: an existing path as is (a ``./gpt2-124M`` directory
+    included, see :mod:`scratchgpt.hub.names`), else a downloaded name (``gpt2-124M``) as its
+    cache directory once its files check out (Hugging Face's layout first)."""
+    return local_or_downloaded(spec, _downloaded_model)
 
-    A cache directory whose ``download.json`` records no file (or that has none: a download
-    that failed at once, or was interrupted in its first file) is not a download; one that
-    records some files but not all is an unfinished one. The error says what to run."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    match = DOWNLOADED_NAME.fullmatch(str(spec))
+
+def _downloaded_model(name: str) -> Path:
+    """The cache directory of the downloaded GPT-2 ``name``. A cache directory whose
+    ``download.json`` records no file (or that has none: a download that failed at once, or
+    was interrupted in its first file) is not a download; one that records some files but not
+    all is an unfinished one. The error says what to run."""
+    match = DOWNLOADED_NAME.fullmatch(name)
     if not match:
-        raise FileNotFoundError(f"{spec} is neither a directory nor a downloaded model name "
+        raise FileNotFoundError(f"{name} is neither a directory nor a downloaded model name "
                                 f"(gpt2-124M, gpt2-355M, gpt2-774M, gpt2-1558M)")
     size, fmt = match.groups()
     for layout in [fmt] if fmt else list(FORMATS):
@@ -157,7 +162,7 @@ def resolve_model(spec: str | Path) -> Path:
                            command=f"scratchgpt download gpt2 --size {size} --format {layout}")
             return directory
     flags = f" --format {fmt}" if fmt else ""
-    raise FileNotFoundError(f"{spec} has not been downloaded (looked in {models_dir()}); "
+    raise FileNotFoundError(f"{name} has not been downloaded (looked in {models_dir()}); "
                             f"run: scratchgpt download gpt2 --size {size}{flags}")
 
 

@@ -10,8 +10,8 @@ thread owns the model and loops:
 1. **admit**: waiting requests are prefilled together (their prompts left-padded to one
    length, one forward pass into a fresh KV cache), each samples its first token, and their
    cache rows join the running batch (:meth:`KVCache.append_rows`);
-2. **retire**: rows that ended (end-of-text, ``max_new_tokens``, a stop string, or a reader
-   that cancelled) leave the batch and its cache (:meth:`KVCache.keep_rows`);
+2. **retire**: rows that ended (end-of-text, ``max_new_tokens``, a stop string, a reader
+   that cancelled, or a failure) leave the batch and its cache (:meth:`KVCache.keep_rows`);
 3. **decode**: one forward pass of ``[B, 1]``, each row's last token, through the shared
    cache gives every row its next-token logits. Each row samples with its own
    ``torch.Generator``, so its draws never depend on the other rows, and hands the text it
@@ -39,6 +39,19 @@ Rules worth knowing:
   held back until it cannot). End-of-text and stop strings finish with ``"stop"``,
   ``max_new_tokens`` with ``"length"``. ``completion_tokens`` counts the tokens generated,
   end-of-text not included.
+* **Log-probabilities**, when a request asks (``logprobs=k``): each generated token's
+  log-probability under the *model's* distribution, ``log_softmax`` of its raw logits (before
+  the repetition penalty, temperature, top-k and top-p reshape it for sampling), and the ``k``
+  most likely tokens with theirs. Each delta carries those of the tokens its text covers;
+  a request that does not ask costs nothing.
+* **Seeds** are what ``torch.Generator.manual_seed`` takes: an int from ``-2**63`` to
+  ``2**64 - 1`` (a negative one counts modulo ``2**64``); ``submit`` refuses others.
+* **A failure stays in its row**. What a row does alone (seeding its generator, sampling,
+  decoding its text) is guarded row by row: a row that fails gets the error on its own
+  stream and is retired, and the batch goes on without it. Only shared work fails rows
+  together: a prefill's forward pass fails its newcomers (the running batch never saw them),
+  and a decoding step or the cache failing (out of memory, a bug) ends every row in flight,
+  each stream with the error, never silently.
 * **Capacity**: ``max_batch`` rows decode at once and ``max_queue`` more wait; beyond that
   ``submit`` raises :class:`QueueFull`. Deltas are queued for their readers without limit:
   a slow reader never holds up the batch.
@@ -55,7 +68,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -84,6 +97,21 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     seed: int | None = None  # None: a random seed
     stop: tuple[str, ...] = ()  # stop strings; generation also stops at the tokenizer's eot
+    logprobs: int | None = None  # None: none; k: each token's, and the k most likely tokens'
+
+
+# torch.Generator.manual_seed takes a 64-bit seed, signed or not: -2**63 to 2**64 - 1.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log-probability under the model, and the most likely tokens
+    (id, log-probability), most likely first."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,10 +122,15 @@ class Delta:
     finish_reason: str | None = None  # "stop" or "length" on the last delta, else None
     prompt_tokens: int = 0
     completion_tokens: int = 0  # so far
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens this text covers, if the request asked
 
 
 class QueueFull(Exception):
     """Every place is taken: ``max_batch`` requests decoding and ``max_queue`` waiting."""
+
+
+class GenerationFailed(RuntimeError):
+    """The engine could not finish a request: raised to its stream's reader, from the cause."""
 
 
 class _TextCut:
@@ -138,8 +171,9 @@ class Stream:
     comes; ``async for delta in stream`` awaits them in an asyncio event loop (the engine's
     thread wakes the loop with ``call_soon_threadsafe``). The last delta carries the
     ``finish_reason``. A stream that was cancelled, or whose engine was closed, simply ends
-    (no delta with a ``finish_reason``); a failure in the engine's thread is raised to the
-    reader as ``RuntimeError``. Leaving the loop early cancels the request.
+    (no delta with a ``finish_reason``); a failure of this request in the engine's thread is
+    raised to the reader as :class:`GenerationFailed`. Leaving the loop early cancels the
+    request.
     """
 
     def __init__(self, request: GenerationRequest, on_cancel: Callable[[Stream], None]) -> None:
@@ -206,7 +240,7 @@ class Stream:
     @staticmethod
     def _unpack(item: Delta | Exception | None) -> Delta | None:
         if isinstance(item, Exception):
-            raise RuntimeError(f"generation failed: {item!r}") from item
+            raise GenerationFailed(f"generation failed: {item!r}") from item
         return item
 
 
@@ -238,7 +272,8 @@ class _Row:
     seen: set[int]  # every token id so far, for the repetition penalty
     last_token: int = -1  # the newest token, which the next step feeds to the model
     completion_tokens: int = 0
-    finished: bool = False
+    finished: bool = False  # finished or failed: it leaves the batch at the next retire
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet in a delta
 
     @property
     def remaining(self) -> int:
@@ -251,6 +286,8 @@ class _Row:
         request = self.stream.request
         token = sample_next_token(logits, request.temperature, request.top_k, request.top_p,
                                   self.generator, request.repetition_penalty, self.seen)
+        if request.logprobs is not None and token != eot_id:
+            self.logprobs.append(token_logprob(logits, token, request.logprobs))
         if token == eot_id:
             self._send(self.text.finish(), "stop")
             return
@@ -265,10 +302,26 @@ class _Row:
         elif text:
             self._send(text, None)
 
+    def fail(self, error: Exception) -> None:
+        """This row's own work failed: its stream ends with ``error``, and it is retired."""
+        self.finished = True
+        self.stream._put(error, wake=False)
+
     def _send(self, text: str, finish_reason: str | None) -> None:
         self.finished = finish_reason is not None
         self.stream._put(Delta(text, finish_reason, len(self.stream.request.prompt_ids),
-                               self.completion_tokens), wake=False)  # the engine wakes them
+                               self.completion_tokens, tuple(self.logprobs)),
+                         wake=False)  # the engine wakes them
+        self.logprobs.clear()
+
+
+def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """``token``'s log-probability under the model's distribution, ``log_softmax`` of the raw
+    ``logits`` (``[vocab_size]``), and the ``top`` most likely tokens with theirs."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = torch.topk(logprobs, top)
+    return TokenLogprob(token, float(logprobs[token]),
+                        tuple(zip(best.indices.tolist(), best.values.tolist(), strict=True)))
 
 
 class Engine:
@@ -335,7 +388,8 @@ class Engine:
         """Queue ``request``; its deltas come through the returned stream.
 
         Raises ``ValueError`` for a request that cannot run: an empty prompt, ids outside the
-        vocabulary, sampling options that ``generate_text`` refuses, or
+        vocabulary, sampling options that ``generate_text`` refuses, a seed outside
+        :data:`SEED_RANGE`, ``logprobs`` below 0 or above the vocabulary's size, or
         ``len(prompt_ids) + max_new_tokens > context_length``. Raises :class:`QueueFull` when
         ``max_batch`` requests are decoding and ``max_queue`` wait, and ``RuntimeError`` once
         the engine is closed.
@@ -367,6 +421,13 @@ class Engine:
                              f"{config.vocab_size - 1}")
         check_sampling(request.max_new_tokens, request.temperature, request.top_k,
                        request.top_p, request.repetition_penalty)
+        if request.seed is not None and not SEED_RANGE[0] <= request.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                             f"(64 bits, what torch.Generator.manual_seed takes), got "
+                             f"{request.seed}")
+        if request.logprobs is not None and not 0 <= request.logprobs <= config.vocab_size:
+            raise ValueError(f"logprobs must be from 0 to the vocabulary's {config.vocab_size} "
+                             f"tokens, got {request.logprobs}")
         if prompt_length + request.max_new_tokens > config.context_length:
             raise ValueError(f"the prompt's {prompt_length} tokens plus max_new_tokens="
                              f"{request.max_new_tokens} exceed the model's context_length "
@@ -389,9 +450,12 @@ class Engine:
                     if self._rows:
                         self._step()
                         self._retire()
-                except Exception as error:  # a bug, out of memory: fail them, serve on
+                except Exception as error:  # the shared step or the cache failed (out of
+                    # memory, a bug): every request in flight ends with it; the engine serves on
                     in_flight = [*newcomers, *(row.stream for row in self._rows)]
                     self._fail(list(dict.fromkeys(in_flight)), error)
+                    self._rows, self._cache = [], None
+                    self._retire()
 
     def _admit(self) -> list[Stream] | None:
         """Wait until there is work, then take as many waiting requests as the batch has room
@@ -407,23 +471,25 @@ class Engine:
 
     def _prefill(self, streams: list[Stream]) -> None:
         """Run the newcomers' prompts in one forward pass, sample their first tokens, and
-        join their cache rows to the batch."""
-        device = self.model.tok_emb.weight.device
+        join their cache rows to the batch. A newcomer whose row cannot be made fails alone;
+        if their forward pass fails, they fail together and the running batch goes on."""
         rows = []
         for stream in streams:
-            generator = torch.Generator(device)
-            if stream.request.seed is None:
-                generator.seed()  # a random seed of its own
-            else:
-                generator.manual_seed(stream.request.seed)
-            text = _TextCut(self.tokenizer, stream.request.stop)
-            rows.append(_Row(stream, generator, text, set(stream.request.prompt_ids)))
+            try:
+                rows.append(self._new_row(stream))
+            except Exception as error:  # its generator refused the seed, say
+                self._fail([stream], error)
+        if not rows:
+            return
         prompts = [row.stream.request.prompt_ids for row in rows]
-        cache = self.model.new_kv_cache(batch_size=len(rows), max_len=max(map(len, prompts)))
-        logits = last_logits(self.model, prompts, cache)
-        for row, row_logits in zip(rows, logits, strict=True):
-            row.take(row_logits, self.tokenizer.eot_id)
-        wake_readers(streams)
+        try:
+            cache = self.model.new_kv_cache(batch_size=len(rows),
+                                            max_len=max(map(len, prompts)))
+            logits = last_logits(self.model, prompts, cache)
+        except Exception as error:  # no memory for these prompts, say
+            self._fail([row.stream for row in rows], error)
+            return
+        self._take(rows, logits)
         if self._cache is None:
             self._cache = cache
         else:
@@ -432,33 +498,51 @@ class Engine:
         # Room for what the rows may still generate: each step stores one token per row.
         self._cache.reserve(self._cache.length + max(row.remaining for row in self._rows))
 
+    def _new_row(self, stream: Stream) -> _Row:
+        """A newcomer's row: its own generator, seeded, and its text rules."""
+        generator = torch.Generator(self.model.tok_emb.weight.device)
+        if stream.request.seed is None:
+            generator.seed()  # a random seed of its own
+        else:
+            generator.manual_seed(stream.request.seed)
+        text = _TextCut(self.tokenizer, stream.request.stop)
+        return _Row(stream, generator, text, set(stream.request.prompt_ids))
+
     def _step(self) -> None:
         """One decoding step: every row's newest token through the shared cache, then each
         row's next token."""
         logits = last_logits(self.model, [[row.last_token] for row in self._rows], self._cache)
-        for row, row_logits in zip(self._rows, logits, strict=True):
-            row.take(row_logits, self.tokenizer.eot_id)
-        wake_readers([row.stream for row in self._rows])
+        self._take(self._rows, logits)
+
+    def _take(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Each row samples its next token from its logits and hands on its text, then their
+        readers are woken. A row whose own work fails (its sampling, its text) ends alone."""
+        for row, row_logits in zip(rows, logits, strict=True):
+            try:
+                row.take(row_logits, self.tokenizer.eot_id)
+            except Exception as error:
+                row.fail(error)
+        wake_readers([row.stream for row in rows])
 
     def _retire(self) -> None:
-        """Rows that finished or were cancelled leave the batch and its cache."""
+        """Rows that finished, failed or were cancelled leave the batch and its cache. The
+        active count becomes the rows left, which also forgets newcomers that failed before
+        they joined."""
         keep = [i for i, row in enumerate(self._rows)
                 if not (row.finished or row.stream.cancelled)]
-        if len(keep) == len(self._rows):
-            return
-        if keep and self._cache is not None:
-            self._cache.keep_rows(keep)
-            self._cache.trim()  # the rows that left may have been the longest
-        else:
-            self._cache = None
-        self._rows = [self._rows[i] for i in keep]
+        if len(keep) < len(self._rows):
+            if keep and self._cache is not None:
+                self._cache.keep_rows(keep)
+                self._cache.trim()  # the rows that left may have been the longest
+            else:
+                self._cache = None
+            self._rows = [self._rows[i] for i in keep]
         with self._lock:
             self._active = len(self._rows)
 
-    def _fail(self, streams: list[Stream], error: Exception) -> None:
-        """End ``streams`` with ``error`` and empty the batch."""
+    @staticmethod
+    def _fail(streams: list[Stream], error: Exception) -> None:
+        """End each of ``streams`` with ``error``."""
         for stream in streams:
-            stream._put(error)
-        self._rows, self._cache = [], None
-        with self._lock:
-            self._active = 0
+            stream._put(error, wake=False)
+        wake_readers(streams)

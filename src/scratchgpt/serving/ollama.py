@@ -59,7 +59,7 @@ from scratchgpt.serving.app import (
     generation_request,
     submit_request,
 )
-from scratchgpt.serving.engine import Delta, Engine, Stream
+from scratchgpt.serving.engine import Delta, Engine, GenerationFailed, Stream
 from scratchgpt.serving.schema import (
     OllamaChatRequest,
     OllamaGenerateRequest,
@@ -162,9 +162,9 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
         if limit is not None and limit > settings.max_tokens:
             raise APIError(400, f"options.num_predict is {limit}, over this server's limit of "
                                 f"{settings.max_tokens}", param="options.num_predict")
-        request = generation_request(served, settings, body.sampling(), prompt,
-                                     limit if limit and limit > 0 else None, stop,
-                                     prompt_field="messages" if chat else "prompt")
+        request = await generation_request(served, settings, body.sampling(), prompt,
+                                           limit if limit and limit > 0 else None, stop,
+                                           prompt_field="messages" if chat else "prompt")
         options = body.options
         request = replace(request, top_k=options.top_k or None,
                           repetition_penalty=options.repeat_penalty)
@@ -174,10 +174,13 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
             return StreamingResponse(_ndjson(body.model, stream, chat, began),
                                      media_type="application/x-ndjson")
         text, last, first_at = "", Delta(""), None
-        async for delta in stream:
-            first_at = first_at or time.perf_counter_ns()
-            text += delta.text
-            last = delta
+        try:
+            async for delta in stream:
+                first_at = first_at or time.perf_counter_ns()
+                text += delta.text
+                last = delta
+        except GenerationFailed as error:
+            raise APIError(500, str(error), kind="server_error") from None
         return JSONResponse(_final(body.model, chat, text, last, began, first_at))
 
 
@@ -205,8 +208,8 @@ async def _ndjson(model: str, stream: Stream, chat: bool,
                 yield _line({"model": model, "created_at": _now(),
                              **_text(chat, delta.text), "done": False})
         yield _line(_final(model, chat, "", last, began, first_at))
-    except Exception as error:  # the engine failed this request: say so, in Ollama's way
-        yield _line({"error": f"generation failed: {error}"})
+    except Exception as error:  # GenerationFailed, say: end with it, in Ollama's way
+        yield _line({"error": str(error)})
     finally:
         stream.cancel()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
+import torch
 import uvicorn
 
 from scratchgpt.classify import Classifier
@@ -37,7 +41,11 @@ def load_served(spec: str) -> ServedModel:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, saying where it listens once it does."""
+    """uvicorn's server, saying where it listens once it does, and stopped by SIGINT (Ctrl-C)
+    or SIGTERM as a finished program: uvicorn shuts down gracefully on either (the requests in
+    flight are answered), then raises the signal again under the handlers it found, so that
+    the process dies of it (exit 143 for SIGTERM); :meth:`stop` is those handlers, so ``serve``
+    returns instead."""
 
     def __init__(self, config: uvicorn.Config, announcement: str) -> None:
         super().__init__(config)
@@ -48,12 +56,35 @@ class _Server(uvicorn.Server):
         if self.started:
             print(self.announcement, flush=True)
 
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Shut down (a signal before uvicorn's own handlers are in place stops it too)."""
+        self.should_exit = True
 
-def serve(spec: str, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``spec`` until Ctrl-C; prints the URL once the server is listening."""
+    def run_until_stopped(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.run()  # signals reach the main thread only; whoever started this stops it
+            return
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, self.stop) for signum in stopping}
+        try:
+            self.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def serve(spec: str, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+          threads: int | None = None) -> None:
+    """Serve ``spec`` until Ctrl-C or SIGTERM: prints the URL once the server is listening,
+    and ``stopped serving NAME`` (on stderr) once it has shut down. ``threads``: the CPU threads
+    one decoding step uses (``torch.set_num_threads``; None: PyTorch's default)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     served = load_served(spec)
     app = create_app(served, settings)
     kind = ("classifier" if served.classifier
             else f"prompt style {served.style.name if served.style else 'none'}")
     _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"),
-            f"serving {served.name} ({kind}) at http://{host}:{port} (Ctrl-C stops)").run()
+            f"serving {served.name} ({kind}) at http://{host}:{port} (Ctrl-C stops)"
+            ).run_until_stopped()
+    print(f"stopped serving {served.name}", file=sys.stderr, flush=True)

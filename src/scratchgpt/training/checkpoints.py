@@ -11,11 +11,14 @@ Layout of ``RUN_DIR/checkpoints/``::
 A checkpoint is written into a temporary directory, every file fsynced, and only then renamed
 into place; a crash at any moment leaves either the old set or the new one, never half of one.
 ``meta.json`` is written last and lists checksums, so a truncated or altered file is caught on
-load with a message naming it.
+load with a message naming it. A write that fails (a full disk, most often) removes what it
+wrote and says which file it was writing, on which device, and which checkpoint is the last good
+one.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,15 +33,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from scratchgpt.training.errors import CheckpointError
+
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 META = "meta.json"
 BEST = "best"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used (missing, truncated, corrupted or mismatched)."""
 
 
 @dataclass
@@ -68,20 +69,73 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (``disk_full``: for want of space); what it had
+    written is removed."""
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+class _WriteFailed(Exception):
+    """Raised inside :func:`_write_dir`: the file that could not be written, and whether the
+    device it is on is full."""
+
+    def __init__(self, path: Path, disk_full: bool) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.disk_full = disk_full
+
+
+def _no_space_left(error: BaseException, directory: Path, needed: int) -> bool:
+    """Whether ``error`` came from a full disk. An ``OSError`` says so (``ENOSPC``); torch.save
+    and safetensors report it in their own words, so there the free space decides: less than
+    the ``needed`` bytes left, measured before the partial files are removed."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    try:
+        return shutil.disk_usage(directory).free < needed
+    except OSError:
+        return False
+
+
+def device_of(path: Path) -> str:
+    """The filesystem ``path`` is on, for people: ``/dev/sda1 (mounted at /)``, or the mount
+    point alone where ``/proc/mounts`` does not say."""
+    mount = path.resolve()
+    while not mount.exists() or not os.path.ismount(mount):
+        mount = mount.parent
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        lines = []
+    sources = [fields[0] for fields in (line.split() for line in lines)
+               if len(fields) > 1 and fields[1] == str(mount)]
+    return f"{sources[-1]} (mounted at {mount})" if sources else f"the disk mounted at {mount}"
+
+
 def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, Any],
                meta: dict[str, Any]) -> None:
-    """Write a checkpoint directory atomically: temp dir, fsync, rename."""
+    """Write a checkpoint directory atomically: temp dir, fsync, rename. A failure removes the
+    temp dir and raises :class:`_WriteFailed` naming the file (under ``target``) being written."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    writing = target
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / WEIGHTS)
+        tmp.mkdir(parents=True)
+        writing = target / WEIGHTS
+        save_file(weights, tmp / WEIGHTS)
+        writing = target / STATE
         torch.save(state, tmp / STATE)
+        writing = target / META
         meta = {**meta, "sha256": {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}}
         (tmp / META).write_text(json.dumps(meta, indent=2))
         for name in (WEIGHTS, STATE, META):
             _fsync(tmp / name)
         _fsync(tmp)
+        writing = target
         old = target.with_name(f".{target.name}.old")
         if target.exists():  # only "best" is ever replaced; step directories are new
             shutil.rmtree(old, ignore_errors=True)
@@ -89,6 +143,11 @@ def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, 
         tmp.rename(target)
         _fsync(target.parent)
         shutil.rmtree(old, ignore_errors=True)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: RuntimeError
+        needed = sum(t.numel() * t.element_size() for t in weights.values())
+        full = _no_space_left(err, target.parent, needed)  # before the partial files go
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _WriteFailed(writing, full) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -152,13 +211,15 @@ def save_checkpoint(
         _write_dir(target, weights, state, meta)
         if is_best:
             _write_dir(checkpoint_dir / BEST, weights, state, meta)
-    except (OSError, SafetensorError) as err:  # safetensors reports I/O errors its own way
-        last = latest_checkpoint(checkpoint_dir)
-        raise CheckpointError(
-            f"could not write the checkpoint for step {step} in {checkpoint_dir} ({err}); "
-            "is the disk full? "
-            + (f"The last good checkpoint, {last.name}, is intact." if last else "")
-        ) from err
+    except _WriteFailed as failed:
+        error = failed.__cause__
+        last = resume_checkpoint(checkpoint_dir)
+        good = (f"the last good checkpoint is {last}, intact" if last else
+                "no checkpoint was written before this one")
+        if failed.disk_full:
+            raise CheckpointWriteError(f"no space left on {device_of(failed.path)} writing "
+                                       f"{failed.path}; {good}", disk_full=True) from error
+        raise CheckpointWriteError(f"could not write {failed.path} ({error}); {good}") from error
     for _, old in step_dirs(checkpoint_dir)[:-keep_last]:
         shutil.rmtree(old)
     return target

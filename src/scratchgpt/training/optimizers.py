@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
+from scratchgpt.training.config import OPTIMIZERS
 
 
 class OptimizerSet:

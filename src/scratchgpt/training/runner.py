@@ -4,14 +4,17 @@ A job (``scratchgpt pretrain``, ``scratchgpt finetune classify``, ...) knows how
 model, its task and its tokenizer from its settings; :func:`run_job` does the rest, the same
 for all of them:
 
-1. check the device and the run directory before anything is built,
+1. check the device and the run directory before anything is built (on ``--resume``, that
+   it holds a run of this command), and use the CPU threads ``--threads`` asks for,
 2. start the processes of a ``torchrun`` launch (or just this one),
 3. let the job build everything (on ``--resume``, from what the run directory holds), and
    check a resumed run's model is the one it trained,
 4. write the run directory (``tokenizer.json``, the job's own files, then ``config.toml``)
    only once the run can start, so a bad setting or a bad file leaves nothing behind,
-5. resume from the newest checkpoint, or start over if there is none, and say which,
-6. train, and on Ctrl-C say how to continue.
+5. resume from the newest checkpoint, or start over if there is none, and say which (a job
+   starts over exactly as a fresh run of its settings starts: the same model, the same data),
+6. train, and on Ctrl-C, or a checkpoint that cannot be written (a full disk), say how to
+   continue.
 
 ``SCRATCHGPT_MAX_STEPS=N`` in the environment caps every job at N optimizer steps, whatever
 its settings or epochs say (and says so): a smoke test of a real command line, as the guide's
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from scratchgpt.config_files import load_toml
@@ -39,6 +43,7 @@ from scratchgpt.run_dir import (
 )
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
+from scratchgpt.training.checkpoints import CheckpointWriteError
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.trainer import FitResult, Task, Trainer, resolve_device
 
@@ -62,7 +67,8 @@ class Job(Protocol):
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         """Build everything; when resuming, ``resume_dir`` is the run directory, whose
-        tokenizer (and any file of the job's) must be used again."""
+        tokenizer (and any file of the job's) must be used again. Where it holds no checkpoint
+        yet, the model must be the one a fresh run starts with, built the same way."""
         ...
 
 
@@ -102,7 +108,9 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
             show_progress: bool = True) -> FitResult:
     """Run (or, with ``resume``, continue) ``job`` in ``run_dir``; see the module docstring."""
     device = resolve_device(job.train.device)
-    check_run_dir(run_dir, resume)
+    check_run_dir(run_dir, job.command, resume)
+    if job.train.threads is not None:
+        torch.set_num_threads(job.train.threads)
     process = distributed.init_distributed(device.type)
     try:
         setup = job.setup(process, run_dir if resume else None)
@@ -127,7 +135,13 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
                 if trainer.step >= job.train.max_steps:
                     log(f"the run has already trained its {job.train.max_steps} steps; "
                         "pass a larger --max-steps to train on")
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except CheckpointWriteError as err:
+            fix = "free some space" if err.disk_full else "fix that"
+            raise CheckpointWriteError(f"{err}; {fix}, then continue with: scratchgpt "
+                                       f"{job.command} --out {run_dir} --resume",
+                                       err.disk_full) from err
         if process.is_main and result.interrupted:
             log(f"interrupted: saved a checkpoint at step {result.step}; "
                 f"continue with: scratchgpt {job.command} --out {run_dir} --resume")

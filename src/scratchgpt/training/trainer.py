@@ -331,10 +331,10 @@ class Trainer:
             while self.step < config.max_steps:
                 loss = self.train_step()
                 bar.update(1)
-                if self.show_progress:
+                if self.show_progress:  # tokens/s: the input tokens of every process
                     rate = (self.tokens - start_tokens) / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self._lr():.2e}",
-                                    tok_s=f"{rate:,.0f}", **self._progress_figures())
+                    bar.set_postfix({"loss": f"{loss.item():.3f}", "lr": f"{self._lr():.2e}",
+                                     "tok/s": f"{rate:,.0f}", **self._progress_figures()})
                 done = self.step == config.max_steps
                 if done or self.step % config.eval_every == 0:
                     self.save(self._evaluate())
