@@ -93,8 +93,9 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     tokenizer = resolve_tokenizer(args.tokenizer)
     text = read_text_file(args.file, args.encoding_errors)
-    ids = encode_text(tokenizer, text, source=args.file,
-                      allowed_special="all" if args.allow_special else frozenset())
+    ids = tokenizer.post_process(encode_text(
+        tokenizer, text, source=args.file,
+        allowed_special="all" if args.allow_special else frozenset()))  # a BOS, if it has one
     if args.ids_out:
         with open(args.ids_out, "wb") as out:  # this very name: np.save(NAME) would add .npy
             np.save(out, np.asarray(ids, dtype=np.int64))
@@ -309,9 +310,24 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from scratchgpt.hub.datasets import download_dataset
+    from scratchgpt.hub.datasets import DATASETS, download_dataset
     from scratchgpt.hub.download import download_gpt2
+    from scratchgpt.hub.hf_hub import download_model
 
+    if "/" in args.name:
+        if args.size or args.format:
+            raise ValueError(f"--size and --format choose a GPT-2; {args.name} has neither")
+        directory = download_model(args.name, args.dir, revision=args.revision or "main",
+                                   token=args.token, base_url=args.base_url,
+                                   source_dir=args.source_dir)
+        print(directory)
+        return 0
+    if args.revision or args.token:
+        raise ValueError(f"--revision and --token are for a Hugging Face model (ORG/NAME); "
+                         f"{args.name} has neither")
+    if args.name != "gpt2" and args.name not in DATASETS:
+        raise ValueError(f"unknown download {args.name!r}; choose gpt2, "
+                         f"{', '.join(DATASETS)} or a Hugging Face model ORG/NAME")
     if args.name == "gpt2":
         directory = download_gpt2(args.size or "124M", args.format or "hf", args.dir,
                                   base_url=args.base_url, source_dir=args.source_dir)
@@ -458,21 +474,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     down = add_command(
-        commands, "download", help="fetch OpenAI's pretrained GPT-2 weights, or a dataset",
-        description="Download GPT-2 or a dataset into the cache ($SCRATCHGPT_CACHE/models/"
+        commands, "download",
+        help="fetch a Hugging Face model, OpenAI's pretrained GPT-2 weights, or a dataset",
+        description="Download a Hugging Face hub model, GPT-2 or a dataset into the cache "
+                    "($SCRATCHGPT_CACHE/models/ORG--NAME, $SCRATCHGPT_CACHE/models/"
                     "gpt2-SIZE-FORMAT or $SCRATCHGPT_CACHE/datasets/NAME, default "
                     "~/.cache/scratchgpt) or --dir, resuming interrupted files and verifying "
-                    "each one's size, checksums and content. Prints the directory.",
-        examples=["scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M",
-                  "scratchgpt download sms-spam",
-                  "scratchgpt download instructions"],
+                    "each one's size, checksums and content. Prints the directory. A hub model "
+                    "brings the files a model needs (config, safetensors weights, tokenizer, "
+                    "chat template, licence) and is then named by --model ORG/NAME everywhere "
+                    "(an existing local path of that name comes first).",
+        examples=["scratchgpt download Qwen/Qwen3-0.6B",
+                  "scratchgpt download meta-llama/Llama-3.2-1B-Instruct --token hf_...",
+                  "scratchgpt download gpt2 --size 355M --format openai --dir gpt2-355M"],
     )
-    down.add_argument("name", choices=["gpt2", "sms-spam", "spamassassin", "instructions",
-                                       "alpaca", "mmlu"], metavar="NAME",
-                      help="gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS Spam Collection), "
-                           "spamassassin (the SpamAssassin public mail corpus), instructions "
-                           "(the book's 1,100 instruction/response pairs), alpaca (Stanford "
-                           "Alpaca's 52,002) or mmlu (the MMLU benchmark's original data.tar)")
+    down.add_argument("name", metavar="NAME",
+                      help="a Hugging Face model ORG/NAME (Qwen/Qwen3-0.6B, "
+                           "google/gemma-3-270m-it), gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS "
+                           "Spam Collection), spamassassin (the SpamAssassin public mail "
+                           "corpus), instructions (the book's 1,100 instruction/response pairs), "
+                           "alpaca (Stanford Alpaca's 52,002) or mmlu (the MMLU benchmark's "
+                           "original data.tar)")
+    down.add_argument("--revision", metavar="REV",
+                      help="a hub model's branch, tag or commit (default: main); another than "
+                           "main is cached as ORG--NAME@REV and named ORG/NAME@REV")
+    down.add_argument("--token", metavar="TOKEN",
+                      help="a Hugging Face access token for a gated or private model, sent as "
+                           "'Authorization: Bearer' (default: environment variable HF_TOKEN); "
+                           "accept a gated model's licence on its page first")
     down.add_argument("--size", choices=["124M", "355M", "774M", "1558M"],
                       help="gpt2's parameters: 124M (gpt2, the default), 355M (medium), 774M "
                            "(large), 1558M (xl)")
@@ -484,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replace the scheme and host of every URL, keeping its path, for a "
                            "mirror (also: environment variable SCRATCHGPT_BASE_URL)")
     down.add_argument("--from", dest="source_dir", metavar="DIR",
-                      help="copy the files from this local directory instead of downloading")
+                      help="copy the files from this local directory instead of downloading "
+                           "(a hub model's: a directory holding config.json)")
     down.set_defaults(func=_download)
 
     export = add_command(

@@ -92,6 +92,15 @@ class DownloadError(OSError):
     """A file could not be fetched or failed verification."""
 
 
+class HTTPStatusError(DownloadError):
+    """The server answered a file's request with an error ``status`` (401, 404, ...); its
+    ``headers`` may say why (the Hugging Face hub's ``X-Error-Code``, see :mod:`.hf_hub`)."""
+
+    def __init__(self, message: str, status: int, headers: Message) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
 class ContentError(ValueError):
     """A file's content is not what its name promises; the message says "expected ..., found
     ..."."""
@@ -156,6 +165,7 @@ def fetch_files(
     extract: Mapping[str, tuple[str, str]] | None = None,
     sha256: Mapping[str, str] | None = None,
     checks: Mapping[str, Check] | None = None,
+    headers: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Fetch each file of ``urls`` (``{file name: URL}``), in order, into ``directory`` and
@@ -165,9 +175,11 @@ def fetch_files(
     (all must be present). ``extract`` names files to take out of a zip fetched before them:
     ``{file name: (archive's file name, member)}``. Each file is verified against what its
     source states, its shipped ``sha256`` and its content check (``checks``), by file name, and
-    recorded in the manifest as soon as it is published. Files already recorded are kept once
-    their size and content check out again. If this fails before publishing any file, a
-    ``directory`` it created is removed again (only while empty: a ``.part`` to resume keeps it).
+    recorded in the manifest as soon as it is published. ``headers`` go with every request
+    (a token's ``Authorization``: never to another host a server redirects to). Files already
+    recorded are kept once their size and content check out again. If this fails before
+    publishing any file, a ``directory`` it created is removed again (only while empty: a
+    ``.part`` to resume keeps it).
     """
     directory = Path(directory)
     sha256, checks = sha256 or {}, checks or {}
@@ -181,7 +193,7 @@ def fetch_files(
         sources = {file: partial(copy_file, source_dir / file, progress=progress)
                    for file in urls}
     else:
-        sources = {file: partial(download_file, url, progress=progress)
+        sources = {file: partial(download_file, url, headers=headers, progress=progress)
                    for file, url in urls.items()}
     for file, (archive, member) in (extract or {}).items():
         sources[file] = partial(extract_file, directory / archive, member)
@@ -225,19 +237,21 @@ def _still_verified(dest: Path, manifest: dict[str, dict[str, Any]], check: Chec
 
 def download_file(
     url: str, dest: str | Path, *, sha256: str | None = None, check: Check | None = None,
-    progress: bool = True,
+    headers: Mapping[str, str] | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming a ``.part`` left by an
     interrupted run, and verify it (see the module docstring) with the ``sha256`` we ship for
-    it and its content ``check``, if any. Returns the manifest record ``{"url", "size",
-    "sha256", "verified"}``. Raises :class:`DownloadError`."""
+    it and its content ``check``, if any. ``headers`` are sent with each request (not to
+    another host a redirect leads to). Returns the manifest record ``{"url", "size",
+    "sha256", "verified"}``. Raises :class:`DownloadError` (:class:`HTTPStatusError` for an
+    error status)."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     stated: dict[str, Any] = {}  # what the server said about the whole file
     stalled = 0
     while True:
         before = part.stat().st_size if part.exists() else 0
-        done = _fetch_into(url, part, stated, progress)
+        done = _fetch_into(url, part, stated, progress, headers or {})
         if done:
             break
         stalled = 0 if part.stat().st_size > before else stalled + 1
@@ -251,12 +265,14 @@ def download_file(
                                remedy="the bad file was deleted, run the download again")
 
 
-def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) -> bool:
+def _fetch_into(
+    url: str, part: Path, stated: dict[str, Any], progress: bool, headers: Mapping[str, str]
+) -> bool:
     """One HTTP request appending to ``part`` from where it ends. Fills ``stated`` (``size``
     and any digests) from the first response and checks later ones agree. Returns whether
     ``part`` now holds ``stated["size"]`` bytes; False when the connection ended early."""
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "scratchgpt"})
+    request = urllib.request.Request(url, headers={"User-Agent": "scratchgpt", **headers})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     redirects = _RecordingRedirectHandler()
@@ -269,7 +285,8 @@ def _fetch_into(url: str, part: Path, stated: dict[str, Any], progress: bool) ->
             stated_now = {"size": total, **_digests(redirects.hops + [err.headers])}
             _agree(url, part, stated, stated_now)
             return True
-        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+        raise HTTPStatusError(f"{url}: HTTP {err.code} {err.reason}", err.code,
+                              err.headers) from None
     except (urllib.error.URLError, OSError) as err:
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         raise DownloadError(f"{url}: cannot connect ({reason})") from None
@@ -390,7 +407,7 @@ GPT2_CONFIG_KEYS = ("n_embd", "n_layer", "n_positions", "vocab_size")  # what th
 SAFETENSORS_MAX_HEADER = 100_000_000  # bytes; safetensors itself refuses a longer header
 
 
-def _check_json_object(path: Path, keys: tuple[str, ...] = ()) -> None:
+def check_json_object(path: Path, keys: tuple[str, ...] = ()) -> None:
     """A JSON object, holding ``keys`` (``config.json`` and ``hparams.json``: the sizes)."""
     try:
         data = json.loads(path.read_bytes())
@@ -420,10 +437,20 @@ def _check_merges(path: Path) -> None:
 
 
 def _check_safetensors(path: Path) -> None:
+    """GPT-2's weights: a safetensors file (:func:`check_safetensors_layout`) whose shapes fit
+    the ``config.json`` beside it, if any (:func:`_check_against_config`)."""
+    shapes = check_safetensors_layout(path)
+    config = path.with_name("config.json")
+    if config.is_file():
+        _check_against_config({name.removeprefix("transformer."): shape
+                               for name, shape in shapes.items()},
+                              json.loads(config.read_bytes()))
+
+
+def check_safetensors_layout(path: Path) -> dict[str, Any]:
     """A safetensors file: an 8-byte little-endian header length, a JSON header giving each
     tensor's ``dtype``, ``shape`` and ``data_offsets`` ``[begin, end]`` in the bytes after the
-    header, which the tensors fill exactly. With a ``config.json`` beside it, the shapes must
-    fit that config (:func:`_check_against_config`)."""
+    header, which the tensors fill exactly. Returns ``{tensor name: shape}``."""
     expected = "expected a safetensors file (an 8-byte header length, then a JSON header)"
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -450,13 +477,11 @@ def _check_safetensors(path: Path) -> None:
             raise ContentError(f"expected tensor {name!r} to lie inside the file's "
                                f"{data_size:,} data bytes, found bytes {offsets}")
         end = max(end, offsets[1])
-        shapes[name.removeprefix("transformer.")] = info.get("shape")
+        shapes[name] = info.get("shape")
     if end != data_size:
         raise ContentError(f"expected the last tensor to end at the end of the file (byte "
                            f"{data_size:,} of the data), found it ends at byte {end:,}")
-    config = path.with_name("config.json")
-    if config.is_file():
-        _check_against_config(shapes, json.loads(config.read_bytes()))
+    return shapes
 
 
 def _check_against_config(shapes: dict[str, Any], config: dict[str, Any]) -> None:
@@ -501,11 +526,11 @@ def _check_not_empty(path: Path) -> None:
 # config.json), so it can run on a ``.part``. The TensorFlow data file is raw tensor bytes:
 # nothing in it can be checked on its own (its index's offsets are checked when it is loaded).
 GPT2_CHECKS: dict[str, Check] = {
-    "config.json": partial(_check_json_object, keys=GPT2_CONFIG_KEYS),
-    "hparams.json": partial(_check_json_object, keys=("n_ctx", "n_embd", "n_head", "n_layer",
+    "config.json": partial(check_json_object, keys=GPT2_CONFIG_KEYS),
+    "hparams.json": partial(check_json_object, keys=("n_ctx", "n_embd", "n_head", "n_layer",
                                                       "n_vocab")),
-    "vocab.json": _check_json_object,
-    "encoder.json": _check_json_object,
+    "vocab.json": check_json_object,
+    "encoder.json": check_json_object,
     "merges.txt": _check_merges,
     "vocab.bpe": _check_merges,
     "model.safetensors": _check_safetensors,
@@ -519,7 +544,8 @@ GPT2_CHECKS: dict[str, Check] = {
 class _RecordingRedirectHandler(urllib.request.HTTPRedirectHandler):
     """Follows redirects as urllib does, keeping each redirect's headers: the Hugging Face hub
     states a weights file's sha256 on its redirect to the CDN, not on the CDN's answer.
-    (urllib keeps the ``Range`` header across redirects.)"""
+    (urllib keeps the ``Range`` header across redirects.) A token's ``Authorization`` header
+    is dropped when a redirect leads to another host (the hub's signed CDN URLs need none)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -527,7 +553,10 @@ class _RecordingRedirectHandler(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         self.hops.append(headers)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urlsplit(new.full_url).netloc != urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
 
 
 _SHA256 = re.compile(r'^"?([0-9a-f]{64})"?$')  # a weak ETag (W/"...") is no checksum

@@ -50,7 +50,12 @@ from scratchgpt.hub.download import (
     read_manifest,
 )
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
-from scratchgpt.hub.names import TOKENIZER_SPECS, local_or_downloaded
+from scratchgpt.hub.names import (
+    TOKENIZER_SPECS,
+    downloaded_hub_model,
+    is_hub_name,
+    local_or_downloaded,
+)
 from scratchgpt.hub.tf_checkpoint import TFCheckpoint
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import (
@@ -131,7 +136,7 @@ def resolve_tokenizer(spec: str | Path) -> Tokenizer:
     :mod:`scratchgpt.hub.names`)."""
 
     def downloaded(name: str) -> Path:
-        if not DOWNLOADED_NAME.fullmatch(name):
+        if not (is_hub_name(name) or DOWNLOADED_NAME.fullmatch(name)):
             raise FileNotFoundError(f"{name} does not exist; expected {TOKENIZER_SPECS}")
         return _downloaded_model(name)
 
@@ -140,8 +145,9 @@ def resolve_tokenizer(spec: str | Path) -> Tokenizer:
 
 def resolve_model(spec: str | Path) -> Path:
     """The directory for ``spec``: an existing path as is (a ``./gpt2-124M`` directory
-    included, see :mod:`scratchgpt.hub.names`), else a downloaded name (``gpt2-124M``) as its
-    cache directory once its files check out (Hugging Face's layout first)."""
+    included, see :mod:`scratchgpt.hub.names`), else a downloaded name (``gpt2-124M``, or a
+    hub model's ``ORG/NAME``) as its cache directory once its files check out (for GPT-2,
+    Hugging Face's layout first)."""
     return local_or_downloaded(spec, _downloaded_model)
 
 
@@ -150,6 +156,8 @@ def _downloaded_model(name: str) -> Path:
     ``download.json`` records no file (or that has none: a download that failed at once, or
     was interrupted in its first file) is not a download; one that records some files but not
     all is an unfinished one. The error says what to run."""
+    if is_hub_name(name):  # ORG/NAME: a model from the Hugging Face hub
+        return downloaded_hub_model(name)
     match = DOWNLOADED_NAME.fullmatch(name)
     if not match:
         raise FileNotFoundError(f"{name} is neither a directory nor a downloaded model name "
