@@ -179,11 +179,12 @@ def test_a_directory_holding_a_saved_tokenizer_loads_it(trained: BPETokenizer,
 
 def test_hugging_faces_own_tokenizer_json_is_not_taken_for_ours(trained: BPETokenizer,
                                                                 tmp_path: Path) -> None:
-    """A Hugging Face model directory may hold its own tokenizer.json (no "type"): its
-    vocab.json and merges.txt are read instead."""
+    """GPT-2's Hugging Face directory holds its own tokenizer.json (no "type"), configured as
+    GPT-2's: its vocab.json and merges.txt are read instead (tiktoken can encode those)."""
     save_gpt2_files(trained, tmp_path)
-    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"}}',
-                                             encoding="utf-8")
+    (tmp_path / "tokenizer.json").write_text(
+        '{"version": "1.0", "normalizer": null, "model": {"type": "BPE"}, "pre_tokenizer": '
+        '{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}}', encoding="utf-8")
     assert load_tokenizer(tmp_path).ranks == trained.ranks
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 TOKENIZER_SPECS = ("a run directory (its tokenizer.json), a downloaded model name "
                    "(gpt2-124M, or a hub model's ORG/NAME), a directory of GPT-2's files, a "
+                   "Hugging Face model directory or tokenizer.json (Llama 3, Qwen, Gemma...), a "
                    "tiktoken rank file or a JSON file written by `scratchgpt train-tokenizer`")
 
 

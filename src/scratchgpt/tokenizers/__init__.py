@@ -3,6 +3,8 @@
 * :class:`WordTokenizer` and :class:`CharTokenizer`: small vocabularies built from a text.
 * :class:`BPETokenizer`: byte-level byte-pair encoding, as used by GPT-2; learn one with
   :func:`train_bpe` or read GPT-2's own with :func:`load_gpt2_tokenizer`.
+* :class:`HFTokenizer`: a Hugging Face ``tokenizer.json`` (Llama 3, Qwen, Gemma ...) run by our
+  own BPE; :func:`read_hf_tokenizer` reads one.
 * :func:`load_tokenizer`: any of the above from a path.
 
 The names below are imported on first use (PEP 562), not with the package, so that one of
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
         read_vocab_and_merges,
         save_gpt2_files,
     )
+    from scratchgpt.tokenizers.hf_json import HFTokenizer, read_hf_tokenizer
     from scratchgpt.tokenizers.registry import bpe_vocab_size, load_tokenizer
     from scratchgpt.tokenizers.word import WordTokenizer
 
@@ -46,6 +49,8 @@ _WHERE = {
     "read_tiktoken_file": "gpt2",
     "read_vocab_and_merges": "gpt2",
     "save_gpt2_files": "gpt2",
+    "HFTokenizer": "hf_json",
+    "read_hf_tokenizer": "hf_json",
     "bpe_vocab_size": "registry",
     "load_tokenizer": "registry",
     "WordTokenizer": "word",
@@ -57,6 +62,7 @@ __all__ = [
     "UNKNOWN",
     "BPETokenizer",
     "CharTokenizer",
+    "HFTokenizer",
     "SpecialTokenError",
     "Tokenizer",
     "UnknownCharacterError",
@@ -65,6 +71,7 @@ __all__ = [
     "bpe_vocab_size",
     "load_tokenizer",
     "pretokenize",
+    "read_hf_tokenizer",
     "read_tiktoken_file",
     "read_vocab_and_merges",
     "save_gpt2_files",

@@ -83,6 +83,17 @@ class Tokenizer(ABC):
         """Id of ``<|endoftext|>``, the document separator, if this tokenizer has one."""
         return self.special_tokens.get(ENDOFTEXT)
 
+    @property
+    def bos_id(self) -> int | None:
+        """Id of the token put before every text (Llama 3's ``<|begin_of_text|>``), if any."""
+        return None
+
+    def post_process(self, ids: list[int]) -> list[int]:
+        """``ids`` of one whole text as the model expects them: what Hugging Face's
+        ``add_special_tokens=True`` adds (a BOS first, for the families that have one). Ours
+        and GPT-2's add nothing."""
+        return list(ids)
+
     def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
         """Encode ``text``. Special tokens in it are an error unless named in ``allowed_special``
         (or ``allowed_special="all"``), in which case they become their single ids."""

@@ -15,7 +15,8 @@ from typing import Any
 from scratchgpt.tokenizers.base import Tokenizer
 from scratchgpt.tokenizers.bpe import BPETokenizer
 from scratchgpt.tokenizers.char import CharTokenizer
-from scratchgpt.tokenizers.gpt2 import load_gpt2_tokenizer, read_tiktoken_file
+from scratchgpt.tokenizers.gpt2 import HF_FILES, load_gpt2_tokenizer, read_tiktoken_file
+from scratchgpt.tokenizers.hf_json import hf_tokenizer_from_json, is_hf_tokenizer_json
 from scratchgpt.tokenizers.word import WordTokenizer
 
 TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
@@ -23,9 +24,10 @@ TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
 }
 SAVED_TOKENIZER = "tokenizer.json"  # the name a run directory gives its tokenizer
 _EXPECTED = (
-    "expected a run directory (its tokenizer.json), a directory holding encoder.json + "
-    "vocab.bpe or vocab.json + merges.txt, a tiktoken rank file (lines of 'base64-token "
-    "rank'), or a JSON file written by `scratchgpt train-tokenizer` (Tokenizer.save)"
+    "expected a run directory (its tokenizer.json), a Hugging Face model directory or "
+    "tokenizer.json, a directory holding encoder.json + vocab.bpe or vocab.json + merges.txt, "
+    "a tiktoken rank file (lines of 'base64-token rank'), or a JSON file written by "
+    "`scratchgpt train-tokenizer` (Tokenizer.save)"
 )
 
 
@@ -41,9 +43,11 @@ def bpe_vocab_size(spec: str) -> int | None:
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
     """The tokenizer at ``spec``: a directory holding a ``tokenizer.json`` saved by
-    :meth:`Tokenizer.save` (a run directory), a directory of GPT-2 files (OpenAI's or Hugging
-    Face's layout), a tiktoken rank file, or a JSON file saved by :meth:`Tokenizer.save`,
-    whatever the file's name."""
+    :meth:`Tokenizer.save` (a run directory) or Hugging Face's (a model directory), a directory
+    of GPT-2 files (OpenAI's or Hugging Face's layout), a tiktoken rank file, or a JSON file
+    saved by :meth:`Tokenizer.save` or Hugging Face's ``tokenizer.json``, whatever the file's
+    name. GPT-2's own Hugging Face directory is read from its ``vocab.json`` + ``merges.txt``
+    (the same tokens; tiktoken can encode them)."""
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; {_EXPECTED}")
@@ -52,7 +56,10 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         data = _read_json(saved) if saved.is_file() else None
         if isinstance(data, dict) and data.get("type") in TOKENIZER_KINDS:
             return _saved_tokenizer(saved, data)
-        return load_gpt2_tokenizer(path)  # (Hugging Face's own tokenizer.json has no "type")
+        if is_hf_tokenizer_json(data) and not (_is_gpt2_configuration(data) and all(
+                (path / name).is_file() for name in HF_FILES)):
+            return hf_tokenizer_from_json(data, saved)
+        return load_gpt2_tokenizer(path)
     kind = _file_kind(path)
     if kind == "json":
         return load_saved_tokenizer(path)
@@ -80,8 +87,24 @@ def _file_kind(path: Path) -> str | None:
 
 
 def load_saved_tokenizer(path: Path) -> Tokenizer:
-    """Read a file written by :meth:`Tokenizer.save`; its ``"type"`` field picks the class."""
-    return _saved_tokenizer(path, _read_json(path))
+    """Read a file written by :meth:`Tokenizer.save`, whose ``"type"`` field picks the class,
+    or a Hugging Face ``tokenizer.json`` (it has a ``"model"`` and no ``"type"``)."""
+    data = _read_json(path)
+    if is_hf_tokenizer_json(data):
+        return hf_tokenizer_from_json(data, path)
+    return _saved_tokenizer(path, data)
+
+
+def _is_gpt2_configuration(data: dict[str, Any]) -> bool:
+    """Whether a Hugging Face ``tokenizer.json`` is configured as GPT-2's: byte-level BPE with
+    GPT-2's regex and nothing else, so that its ``vocab.json`` + ``merges.txt`` say it all."""
+    pre = data.get("pre_tokenizer") or {}
+    model = data["model"]
+    return (pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+            and not pre.get("add_prefix_space") and data.get("normalizer") is None
+            and model.get("type") == "BPE" and not model.get("ignore_merges")
+            and not model.get("byte_fallback")
+            and (data.get("post_processor") or {}).get("type") in (None, "ByteLevel"))
 
 
 def _read_json(path: Path) -> Any:
