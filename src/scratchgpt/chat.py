@@ -1,10 +1,11 @@
 """``scratchgpt chat``: talk to a model in the terminal, the way chapter 7's model is meant
 to be used.
 
-A chat is a list of messages (``system``, then ``user`` and ``assistant`` turns) that the run's
-prompt style (:mod:`scratchgpt.data.prompt_styles`) renders into one prompt, the same text the
-model was fine-tuned on, ending where the assistant's answer begins. The answer streams out
-as it is decoded, and stops at the end-of-text token or the style's stop strings.
+A chat is a list of messages (``system``, then ``user`` and ``assistant`` turns) that the
+model's prompt format (:mod:`scratchgpt.data.prompt_format`: the run's prompt style, or a
+Hugging Face model's own chat template) renders into one prompt, the same layout the model was
+tuned on, ending where the assistant's answer begins. The answer streams out as it is decoded,
+and stops at any of the model's end-of-turn tokens or the style's stop strings.
 
 The model sees at most its context: when the conversation would not leave room for an answer,
 the oldest turns are dropped (never the system prompt), and the user is told. The terminal
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from scratchgpt.data.prompt_styles import Message, PromptStyle
+from scratchgpt.data.prompt_format import PromptFormat, encode_prompt
+from scratchgpt.data.prompt_styles import Message
 from scratchgpt.generation import generate_text
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer
@@ -54,9 +56,10 @@ class ChatSession:
 
     model: GPTModel
     tokenizer: Tokenizer
-    style: PromptStyle
+    style: PromptFormat  # a prompt style, or the model's chat template
     system: str | None = None  # None: the style's default system prompt, if it has one
     sampling: Sampling = field(default_factory=Sampling)
+    stop_ids: tuple[int, ...] | None = None  # end-of-turn ids; None: the tokenizer's eot
     turns: list[Message] = field(default_factory=list)  # user and assistant messages
     notes: list[str] = field(default_factory=list)  # what the user should be told
 
@@ -97,7 +100,7 @@ class ChatSession:
         return ids
 
     def _render_ids(self) -> list[int]:
-        return self.tokenizer.encode_ordinary(self.style.render(self.messages()))
+        return encode_prompt(self.style, self.tokenizer, self.style.render(self.messages()))
 
     def reply(self, text: str) -> Iterator[str]:
         """Add the user's ``text`` and stream the assistant's answer, piece by piece. The
@@ -109,7 +112,7 @@ class ChatSession:
             self.model, self.tokenizer, self.prompt_ids(), sampling.max_new_tokens,
             temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
             repetition_penalty=sampling.repetition_penalty, seed=sampling.seed,
-            stop=self.style.stop,
+            stop=self.style.stop, stop_ids=self.stop_ids,
         )
         answer = ""
         try:

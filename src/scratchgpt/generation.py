@@ -187,14 +187,15 @@ def generate_tokens(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | None = None,
+    eos_id: int | Collection[int] | None = None,
     seed: int | None = None,
     use_cache: bool = True,
     repetition_penalty: float = 1.0,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new token ids, one at a time, continuing ``prompt_ids``.
 
-    * Stops early, without yielding it, when ``eos_id`` is generated.
+    * Stops early, without yielding it, when ``eos_id`` is generated (or any of them, when
+      it is several: a chat model's end-of-turn ids).
     * ``seed`` makes sampling reproducible (a private ``torch.Generator``; the global RNG is
       untouched). Without it, sampling uses the global RNG.
     * The model only ever sees its last ``context_length`` tokens: a longer prompt is
@@ -215,7 +216,8 @@ def generate_tokens(
         raise ValueError("prompt_ids is empty: the model needs at least one token to continue")
     sampling = _Sampling(temperature, top_k, top_p, repetition_penalty)
     # Arguments are checked above, at the call; the stream below runs on the first next().
-    return _token_stream(model, window, set(prompt_ids), max_new_tokens, sampling, eos_id,
+    end_ids = frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
+    return _token_stream(model, window, set(prompt_ids), max_new_tokens, sampling, end_ids,
                          _generator(model, seed), use_cache)
 
 
@@ -225,7 +227,7 @@ def _token_stream(
     seen: set[int],
     max_new_tokens: int,
     sampling: _Sampling,
-    eos_id: int | None,
+    end_ids: frozenset[int],
     generator: torch.Generator | None,
     use_cache: bool,
 ) -> Iterator[int]:
@@ -240,7 +242,7 @@ def _token_stream(
         logits = last_logits(model, [window], kv_cache)[0]
         for step in range(max_new_tokens):
             token = sampling.pick(logits, generator, seen)
-            if token == eos_id:
+            if token in end_ids:
                 return
             yield token
             if step + 1 == max_new_tokens:
@@ -429,11 +431,13 @@ def generate_text(
     stop: str | Sequence[str] = (),
     use_cache: bool = True,
     repetition_penalty: float = 1.0,
+    stop_ids: Collection[int] | None = None,
 ) -> Iterator[str]:
     """Yield the continuation of ``prompt`` (text, or token ids already encoded) as text
     pieces, as they are generated.
 
-    Generation ends at the tokenizer's end-of-text token, after ``max_new_tokens`` tokens,
+    Generation ends at any of ``stop_ids`` (not yielded; None: the tokenizer's end-of-text
+    token; a chat model passes all its end-of-turn ids), after ``max_new_tokens`` tokens,
     or at the first of the ``stop`` strings (not yielded; it may span several tokens).
     Multi-byte characters split across tokens come out whole. A prompt longer than the
     context is cropped from the left; see :func:`generate_tokens` for the sampling options.
@@ -449,7 +453,7 @@ def generate_text(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        eos_id=tokenizer.eot_id,
+        eos_id=tokenizer.eot_id if stop_ids is None else stop_ids,
         seed=seed,
         use_cache=use_cache,
         repetition_penalty=repetition_penalty,

@@ -203,21 +203,23 @@ def _finetune_instruct(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from scratchgpt.chat import ChatSession, Sampling, run_chat
+    from scratchgpt.data.prompt_format import describe
     from scratchgpt.data.prompt_styles import get_prompt_style
-    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
+    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p,
                         repetition_penalty=args.repetition_penalty, seed=args.seed)
-    style_name = model_prompt_style(args.model)
+    prompt_format = model_prompt_format(args.model)
     model, tokenizer = load_gpt2(args.model)
-    if style_name is None:
+    if prompt_format is None:
         print(f"warning: {args.model} was never instruction-tuned: a base model continues "
               "text rather than answering (prompts are in the alpaca style)", file=sys.stderr)
-    session = ChatSession(model, tokenizer, get_prompt_style(style_name or "alpaca"),
-                          system=args.system, sampling=sampling)
+    session = ChatSession(model, tokenizer, prompt_format or get_prompt_style("alpaca"),
+                          system=args.system, sampling=sampling,
+                          stop_ids=model_stop_ids(args.model, tokenizer))
     run_chat(session, banner=f"chatting with {args.model} ({model.num_parameters():,} "
-                             f"parameters, prompt style {session.style.name})\n")
+                             f"parameters, {describe(session.style)})\n")
     return 0
 
 
@@ -275,23 +277,28 @@ def _classify(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import time
 
+    from scratchgpt.data.prompt_format import describe, encode_prompt
     from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.generation import generate_text
-    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
+    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
 
     start = time.perf_counter()
     model, tokenizer = load_gpt2(args.model)
     print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
-    prompt, stop, shown = args.prompt, list(args.stop or ()), args.prompt
+    prompt: str | list[int] = args.prompt
+    stop, shown = list(args.stop or ()), args.prompt
     if args.instruction:  # the prompt is an instruction: wrap it as the model was tuned
-        style_name = model_prompt_style(args.model)
-        if style_name is None:
+        prompt_format = model_prompt_format(args.model)
+        if prompt_format is None:
             print(f"warning: {args.model} was never instruction-tuned; wrapping the "
                   "instruction in the alpaca style", file=sys.stderr)
-        style = get_prompt_style(style_name or "alpaca")
-        prompt = style.instruction_prompt(args.prompt, args.input or "")
-        stop += style.stop
+            prompt_format = get_prompt_style("alpaca")
+        else:
+            print(describe(prompt_format), file=sys.stderr)
+        text = prompt_format.instruction_prompt(args.prompt, args.input or "")
+        prompt = encode_prompt(prompt_format, tokenizer, text)
+        stop += prompt_format.stop
         shown = ""  # print the answer alone
     elif args.input:
         raise ValueError("--input goes with --instruction (the input of an instruction)")
@@ -299,6 +306,7 @@ def _generate(args: argparse.Namespace) -> int:
         model, tokenizer, prompt, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed, stop=stop,
+        stop_ids=model_stop_ids(args.model, tokenizer),
     )
     sys.stdout.write(shown)
     sys.stdout.flush()
@@ -450,8 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream a continuation of --prompt to stdout (the prompt, then the new "
                     "text, nothing else). A prompt longer than the model's context is cropped "
                     "from the left. With --instruction the prompt is an instruction, wrapped in "
-                    "the prompt style the run was fine-tuned with, and only the answer is "
-                    "printed.",
+                    "the prompt style the run was fine-tuned with (or a Hugging Face model "
+                    "directory's own chat template), and only the answer is printed. "
+                    "Generation stops at every end-of-turn id the model names "
+                    "(generation_config.json's eos_token_id).",
         examples=["scratchgpt generate --model runs/book --prompt \"The\"",
                   "scratchgpt generate --model gpt2-124M --prompt \"Every effort moves you\" "
                   "--temperature 0.8 --top-k 40 --seed 1",
@@ -463,9 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, metavar="TEXT",
                      help="the text to continue (printed first)")
     gen.add_argument("--instruction", action="store_true",
-                     help="--prompt is an instruction: wrap it in the run's prompt style "
-                          "(alpaca for a base model), stop at the style's stop strings, and "
-                          "print the answer alone")
+                     help="--prompt is an instruction: wrap it in the run's prompt style or "
+                          "the model directory's chat template (alpaca for a base model), "
+                          "stop at the style's stop strings, and print the answer alone")
     gen.add_argument("--input", metavar="TEXT",
                      help="with --instruction: the instruction's input (the text it acts on)")
     _add_sampling_flags(gen, max_new_tokens=50)
@@ -656,7 +666,8 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
         description="A terminal assistant: each answer streams as it is made, the "
                     "conversation is kept (the oldest turns dropped, and you told, when it "
                     "would overflow the context; the system prompt is never dropped), in the "
-                    "prompt style the run was fine-tuned with. Commands: /reset, /system TEXT, "
+                    "prompt style the run was fine-tuned with, or a Hugging Face model "
+                    "directory's own chat template. Commands: /reset, /system TEXT, "
                     "/save FILE (the conversation as JSON), /exit. Ctrl-C stops the current "
                     "answer, Ctrl-D leaves. A /save that cannot write (a missing directory, a "
                     "directory) says why, and the chat goes on. Piped standard input is read "
@@ -686,7 +697,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                     "/v1/completions (streaming as server-sent events), POST /v1/classify for a "
                     "classifier; with Ollama's: GET /api/tags, POST /api/chat and /api/generate "
                     "(streaming as JSON lines); GET / a chat page (or a classifier's box), GET "
-                    "/health. Concurrent requests are decoded together in one batch. Listens "
+                    "/health. Chats are rendered in the run's prompt style or the model "
+                    "directory's own chat template (a body's chat_template_kwargs, as vLLM's, "
+                    "reach the template). Concurrent requests are decoded together in one "
+                    "batch. Listens "
                     "on 127.0.0.1 unless --host says otherwise; prints the URL once ready.",
         examples=["scratchgpt serve --model runs/assistant",
                   "scratchgpt serve --model runs/spam --port 8001",

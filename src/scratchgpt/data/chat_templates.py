@@ -144,7 +144,12 @@ def _prepared(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 class ChatTemplate:
     """A model's chat template and the special tokens it may name; ``origin`` (the file it was
-    read from) names it in errors. ``render`` has :class:`PromptStyle`'s signature."""
+    read from) names it in errors. ``render`` has :class:`PromptStyle`'s signature; both are
+    a :class:`~scratchgpt.data.prompt_format.PromptFormat`."""
+
+    name = "chat_template"
+    stop: tuple[str, ...] = ()  # answers end at the model's end-of-turn tokens, by id
+    default_system: str | None = None  # the template writes its own default, if any
 
     def __init__(self, source: str, special_tokens: Mapping[str, str] | None = None,
                  origin: str = "the chat template") -> None:

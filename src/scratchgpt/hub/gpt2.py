@@ -42,6 +42,9 @@ from safetensors import safe_open
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import load_toml
+from scratchgpt.data.chat_templates import end_of_turn_ids, read_chat_template
+from scratchgpt.data.prompt_format import PromptFormat
+from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.hub.download import (
     FORMATS,
     check_download,
@@ -127,6 +130,43 @@ def model_prompt_style(spec: str | Path) -> str | None:
     base model."""
     directory = resolve_model(spec)
     return run_prompt_style(directory) if is_run_dir(directory) else None
+
+
+def model_prompt_format(spec: str | Path) -> PromptFormat | None:
+    """What turns a conversation into ``spec``'s prompt: a run directory's recorded prompt
+    style; a Hugging Face directory's own chat template (``chat_template.jinja`` or
+    ``tokenizer_config.json``'s ``chat_template``); None for a base model, which has neither."""
+    directory = resolve_model(spec)
+    if is_run_dir(directory):
+        style = run_prompt_style(directory)
+        return get_prompt_style(style) if style else None
+    config = directory / "tokenizer_config.json"
+    if ((directory / "chat_template.jinja").is_file()
+            or (directory / "additional_chat_templates").is_dir()
+            or (config.is_file() and "chat_template" in _read_json(config))):
+        return read_chat_template(directory)
+    return None
+
+
+def model_stop_ids(spec: str | Path, tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The token ids that end ``spec``'s answers, for generation to stop at any of them: a Hugging
+    Face directory's end-of-turn ids (``generation_config.json``'s ``eos_token_id``, one or a
+    list, and ``tokenizer_config.json``'s ``eos_token``); else, or where it names none, the
+    tokenizer's end-of-text token."""
+    directory = resolve_model(spec)
+    ids = [] if is_run_dir(directory) else end_of_turn_ids(
+        directory, lambda text: _token_id(tokenizer, text))
+    if not ids and tokenizer.eot_id is not None:
+        ids = [tokenizer.eot_id]
+    return tuple(ids)
+
+
+def _token_id(tokenizer: Tokenizer, text: str) -> int | None:
+    """The id of the token spelled ``text``: a special token, or an ordinary one."""
+    if text in tokenizer.special_tokens:
+        return tokenizer.special_tokens[text]
+    ids = tokenizer.encode_ordinary(text)
+    return ids[0] if len(ids) == 1 else None
 
 
 def resolve_tokenizer(spec: str | Path) -> Tokenizer:

@@ -3,8 +3,10 @@
 The routes, on FastAPI:
 
 * ``GET /health`` and ``GET /v1/models``;
-* ``POST /v1/chat/completions``: the messages rendered in the run's prompt style (the text the
-  model was fine-tuned on), continued until end-of-text, a stop string or ``max_tokens``;
+* ``POST /v1/chat/completions``: the messages rendered in the model's prompt format (the run's
+  prompt style, or a Hugging Face model's own chat template, given vLLM's
+  ``chat_template_kwargs``), continued until an end-of-turn token, a stop string or
+  ``max_tokens``;
 * ``POST /v1/completions``: a raw prompt continued;
 * ``POST /v1/classify`` (our own) for a classifier run: each text's label and probabilities;
 * Ollama's ``GET /api/tags``, ``POST /api/chat`` and ``POST /api/generate``
@@ -54,7 +56,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scratchgpt.classify import Classifier
-from scratchgpt.data.prompt_styles import PromptStyle
+from scratchgpt.data.chat_templates import ChatTemplate
+from scratchgpt.data.prompt_format import PromptFormat
 from scratchgpt.model import GPTModel
 from scratchgpt.serving.engine import (
     Delta,
@@ -80,14 +83,16 @@ PAGE = Path(__file__).with_name("page.html")
 
 @dataclass
 class ServedModel:
-    """What the server answers with: a language model (with its prompt style, or None for a
-    base model) or a classifier, under the name clients ask for."""
+    """What the server answers with: a language model (with its prompt format, and the ids
+    that end its answers; None: the tokenizer's end-of-text) or a classifier, under the name
+    clients ask for."""
 
     name: str
     tokenizer: Tokenizer
     language_model: GPTModel | None = None
-    style: PromptStyle | None = None
+    style: PromptFormat | None = None
     classifier: Classifier | None = None
+    stop_ids: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -230,7 +235,8 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
     engine = None
     if served.language_model is not None:
         engine = Engine(served.language_model, served.tokenizer,
-                        max_batch=settings.max_concurrency, max_queue=settings.max_queue)
+                        max_batch=settings.max_concurrency, max_queue=settings.max_queue,
+                        stop_ids=served.stop_ids)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -312,12 +318,25 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         style = served.style
         assert style is not None  # a language model always has one (serve picks a default)
         messages = [message.model_dump() for message in body.messages]
+        kwargs = body.chat_template_kwargs or {}
+        if kwargs and not isinstance(style, ChatTemplate):
+            raise APIError(400, f"chat_template_kwargs: {served.name} has no chat template "
+                                f"(its prompt format is the prompt style {style.name}), so "
+                                "there is nothing to pass them to; leave chat_template_kwargs "
+                                "out", param="chat_template_kwargs")
+        reserved = sorted(set(kwargs) & {"messages", "add_generation_prompt", "tools",
+                                         "documents"})
+        if reserved:
+            raise APIError(400, f"chat_template_kwargs: {', '.join(reserved)} cannot be set "
+                                "there (the request itself says them); leave them out",
+                           param="chat_template_kwargs")
         try:
-            prompt = style.render(messages)
+            prompt = style.render(messages, **kwargs)
         except ValueError as err:
             raise APIError(400, f"messages: {err}", param="messages") from None
         limit = body.max_completion_tokens or body.max_tokens
-        return await answer(chosen, body, prompt, limit, style.stop, chat=True)
+        return await answer(chosen, body, prompt, limit, style.stop, chat=True,
+                            special_tokens=isinstance(style, ChatTemplate))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Response:
@@ -325,10 +344,11 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         return await answer(chosen, body, body.prompt, body.max_tokens, (), chat=False)
 
     async def answer(chosen: Engine, body: Sampling, prompt: str, limit: int | None,
-                     stop: tuple[str, ...], chat: bool) -> Response:
+                     stop: tuple[str, ...], chat: bool, special_tokens: bool = False) -> Response:
         """Generate for either route: whole, or streamed as server-sent events."""
         request = await generation_request(served, settings, body, prompt, limit, stop,
-                                           prompt_field="messages" if chat else "prompt")
+                                           prompt_field="messages" if chat else "prompt",
+                                           special_tokens=special_tokens)
         stream = submit_request(chosen, request)
         tokenizer = served.tokenizer if request.logprobs is not None else None
         if body.stream:
@@ -386,8 +406,11 @@ def _check_model(served: ServedModel, name: str) -> None:
 
 async def generation_request(served: ServedModel, settings: ServeSettings, body: Sampling,
                              prompt: str, max_tokens: int | None, style_stop: tuple[str, ...],
-                             prompt_field: str) -> GenerationRequest:
+                             prompt_field: str, special_tokens: bool = False
+                             ) -> GenerationRequest:
     """The engine's request: the prompt's tokens and the sampling settings, within limits.
+    With ``special_tokens`` (a chat template's prompt) special tokens in the prompt's text are
+    read as themselves.
 
     A prompt that leaves no room in the model's context is refused with both lengths; one
     that leaves less room than ``max_tokens`` is answered with what fits (``finish_reason``
@@ -399,7 +422,7 @@ async def generation_request(served: ServedModel, settings: ServeSettings, body:
                             f"{settings.max_tokens}", param="max_tokens")
     assert served.language_model is not None
     context = served.language_model.config.context_length
-    ids = await prompt_ids(served.tokenizer, prompt, context, prompt_field)
+    ids = await prompt_ids(served.tokenizer, prompt, context, prompt_field, special_tokens)
     return GenerationRequest(
         prompt_ids=ids, max_new_tokens=min(asked, context - len(ids)),
         temperature=body.temperature, top_p=body.top_p if body.top_p < 1.0 else None,
@@ -407,7 +430,7 @@ async def generation_request(served: ServedModel, settings: ServeSettings, body:
 
 
 async def prompt_ids(tokenizer: Tokenizer, prompt: str, context: int,
-                     prompt_field: str) -> list[int]:
+                     prompt_field: str, special_tokens: bool = False) -> list[int]:
     """The prompt's token ids, encoded off the event loop (a long prompt takes seconds, while
     the loop serves every other request). A prompt that cannot fit in the ``context`` is
     refused from its length in characters before any of it is encoded: a token stands for at
@@ -420,7 +443,9 @@ async def prompt_ids(tokenizer: Tokenizer, prompt: str, context: int,
                             f"{context}, and the answer needs at least one more",
                        param=prompt_field, code="context_length_exceeded")
     try:
-        ids = await run_in_threadpool(tokenizer.encode_ordinary, prompt)
+        ids = await run_in_threadpool(
+            (lambda text: tokenizer.encode(text, allowed_special="all")) if special_tokens
+            else tokenizer.encode_ordinary, prompt)
     except ValueError as err:  # a character tokenizer's unknown character
         raise APIError(400, f"{prompt_field}: {err}", param=prompt_field) from None
     if len(ids) >= context:

@@ -10,7 +10,7 @@ thread owns the model and loops:
 1. **admit**: waiting requests are prefilled together (their prompts left-padded to one
    length, one forward pass into a fresh KV cache), each samples its first token, and their
    cache rows join the running batch (:meth:`KVCache.append_rows`);
-2. **retire**: rows that ended (end-of-text, ``max_new_tokens``, a stop string, a reader
+2. **retire**: rows that ended (an end-of-turn id, ``max_new_tokens``, a stop string, a reader
    that cancelled, or a failure) leave the batch and its cache (:meth:`KVCache.keep_rows`);
 3. **decode**: one forward pass of ``[B, 1]``, each row's last token, through the shared
    cache gives every row its next-token logits. Each row samples with its own
@@ -67,7 +67,7 @@ import contextlib
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,7 +96,7 @@ class GenerationRequest:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     seed: int | None = None  # None: a random seed
-    stop: tuple[str, ...] = ()  # stop strings; generation also stops at the tokenizer's eot
+    stop: tuple[str, ...] = ()  # stop strings; generation also stops at the engine's stop ids
     logprobs: int | None = None  # None: none; k: each token's, and the k most likely tokens'
 
 
@@ -280,15 +280,15 @@ class _Row:
         """Tokens this row may still feed to the model (its last sampled token is never fed)."""
         return self.stream.request.max_new_tokens - self.completion_tokens
 
-    def take(self, logits: torch.Tensor, eot_id: int | None) -> None:
+    def take(self, logits: torch.Tensor, end_ids: Collection[int]) -> None:
         """Sample the next token from ``logits`` (``[vocab_size]``) and hand the text it
         completes to the stream; end-of-text, a stop string or ``max_new_tokens`` finish."""
         request = self.stream.request
         token = sample_next_token(logits, request.temperature, request.top_k, request.top_p,
                                   self.generator, request.repetition_penalty, self.seen)
-        if request.logprobs is not None and token != eot_id:
+        if request.logprobs is not None and token not in end_ids:
             self.logprobs.append(token_logprob(logits, token, request.logprobs))
-        if token == eot_id:
+        if token in end_ids:
             self._send(self.text.finish(), "stop")
             return
         self.completion_tokens += 1
@@ -334,12 +334,16 @@ class Engine:
     """
 
     def __init__(self, model: GPTModel, tokenizer: Tokenizer, *, max_batch: int = 32,
-                 max_queue: int = 64) -> None:
+                 max_queue: int = 64, stop_ids: Collection[int] | None = None) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be 1 or more and max_queue 0 or more, got "
                              f"{max_batch} and {max_queue}")
         self.model = model
         self.tokenizer = tokenizer
+        # The ids that end an answer (a chat model's end-of-turn ids); None: end-of-text.
+        eot = tokenizer.eot_id
+        self.stop_ids = frozenset(stop_ids if stop_ids is not None
+                                  else [] if eot is None else [eot])
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._thread: threading.Thread | None = None
@@ -519,7 +523,7 @@ class Engine:
         readers are woken. A row whose own work fails (its sampling, its text) ends alone."""
         for row, row_logits in zip(rows, logits, strict=True):
             try:
-                row.take(row_logits, self.tokenizer.eot_id)
+                row.take(row_logits, self.stop_ids)
             except Exception as error:
                 row.fail(error)
         wake_readers([row.stream for row in rows])

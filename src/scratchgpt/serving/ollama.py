@@ -52,6 +52,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from scratchgpt.data.chat_templates import ChatTemplate
 from scratchgpt.serving.app import (
     APIError,
     ServedModel,
@@ -134,7 +135,8 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
                                    for m in body.messages])
         except ValueError as err:
             raise APIError(400, f"messages: {err}", param="messages") from None
-        return await answer(chosen, body, prompt, style.stop, chat=True)
+        return await answer(chosen, body, prompt, style.stop, chat=True,
+                            special_tokens=isinstance(style, ChatTemplate))
 
     @app.post("/api/generate")
     async def generate(body: OllamaGenerateRequest) -> Response:
@@ -150,10 +152,11 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
         assert style is not None
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
             {"role": "user", "content": body.prompt}]
-        return await answer(chosen, body, style.render(messages), style.stop, chat=False)
+        return await answer(chosen, body, style.render(messages), style.stop, chat=False,
+                            special_tokens=isinstance(style, ChatTemplate))
 
     async def answer(chosen: Engine, body: OllamaRequest, prompt: str,
-                     stop: tuple[str, ...], chat: bool) -> Response:
+                     stop: tuple[str, ...], chat: bool, special_tokens: bool = False) -> Response:
         """Generate for either route: one JSON object, or NDJSON pieces then the last one."""
         limit = body.options.num_predict
         if limit == 0:
@@ -164,7 +167,8 @@ def add_ollama_routes(app: FastAPI, served: ServedModel, settings: ServeSettings
                                 f"{settings.max_tokens}", param="options.num_predict")
         request = await generation_request(served, settings, body.sampling(), prompt,
                                            limit if limit and limit > 0 else None, stop,
-                                           prompt_field="messages" if chat else "prompt")
+                                           prompt_field="messages" if chat else "prompt",
+                                           special_tokens=special_tokens)
         options = body.options
         request = replace(request, top_k=options.top_k or None,
                           repetition_penalty=options.repeat_penalty)

@@ -6,7 +6,9 @@ Clients (the ``openai`` package, Open WebUI, LangChain) send many fields. Three 
 * **Honoured**: ``model``, ``messages``/``prompt``, ``max_tokens`` (``max_completion_tokens``),
   ``temperature`` in [0, 2] (0: greedy), ``top_p`` in (0, 1], ``stop``, ``seed``, ``stream``,
   ``stream_options``, and ``logprobs``: on chat ``logprobs: true`` with ``top_logprobs`` 0 to
-  20, on ``/v1/completions`` ``logprobs`` 0 to 5 (OpenAI's two shapes, see ``app.py``).
+  20, on ``/v1/completions`` ``logprobs`` 0 to 5 (OpenAI's two shapes, see ``app.py``); and
+  vLLM's ``chat_template_kwargs``, an object of extra names for the model's chat template
+  (refused where the model has a prompt style instead).
 * **Refused** with a 400 that names the field, when set to anything but the value that asks
   for nothing: the known fields that would change what the answer means, which this server
   does not do (:data:`NOT_SUPPORTED` says each one's harmless values and why). Ignoring them
@@ -125,6 +127,8 @@ class ChatCompletionRequest(Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # vLLM's: extra names for the model's chat template (Qwen3's {"enable_thinking": false})
+    chat_template_kwargs: dict[str, Any] | None = None
     # refused unless harmless (NOT_SUPPORTED)
     tools: Any = None
     tool_choice: Any = None

@@ -14,16 +14,19 @@ import uvicorn
 
 from scratchgpt.classify import Classifier
 from scratchgpt.config_files import load_toml
+from scratchgpt.data.prompt_format import describe
 from scratchgpt.data.prompt_styles import get_prompt_style
-from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style, resolve_model
+from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids, resolve_model
 from scratchgpt.run_dir import CONFIG_FILE, HEAD, is_run_dir, model_tables
 from scratchgpt.serving.app import ServedModel, ServeSettings, create_app
 
 
 def load_served(spec: str) -> ServedModel:
-    """The model ``spec`` names (a run directory or a downloaded GPT-2), named for clients by
-    its directory's name. A classifier run serves ``/v1/classify``; a language model serves
-    the completion routes, in its prompt style (alpaca for a base model, with a warning)."""
+    """The model ``spec`` names (a run directory, a downloaded GPT-2 or a Hugging Face model
+    directory), named for clients by its directory's name. A classifier run serves
+    ``/v1/classify``; a language model serves the completion routes, in its prompt format (a
+    run's prompt style, a model directory's own chat template; alpaca for a base model, with a
+    warning), stopping at any of its end-of-turn ids."""
     directory = resolve_model(spec)
     name = Path(spec).name if Path(spec).exists() else spec
     if is_run_dir(directory):
@@ -31,13 +34,14 @@ def load_served(spec: str) -> ServedModel:
         if head.get("kind") == "classifier":
             classifier = Classifier.from_run(directory)
             return ServedModel(name, classifier.tokenizer, classifier=classifier)
-    style = model_prompt_style(spec)
-    if style is None:
+    prompt_format = model_prompt_format(spec)
+    if prompt_format is None:
         print(f"warning: {spec} was never instruction-tuned: chat prompts are in the alpaca "
               "style, and a base model continues text rather than answering", file=sys.stderr)
     model, tokenizer = load_gpt2(spec)
     return ServedModel(name, tokenizer, language_model=model,
-                       style=get_prompt_style(style or "alpaca"))
+                       style=prompt_format or get_prompt_style("alpaca"),
+                       stop_ids=model_stop_ids(spec, tokenizer))
 
 
 class _Server(uvicorn.Server):
@@ -83,7 +87,7 @@ def serve(spec: str, settings: ServeSettings, host: str = "127.0.0.1", port: int
     served = load_served(spec)
     app = create_app(served, settings)
     kind = ("classifier" if served.classifier
-            else f"prompt style {served.style.name if served.style else 'none'}")
+            else describe(served.style) if served.style else "no prompt format")
     _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"),
             f"serving {served.name} ({kind}) at http://{host}:{port} (Ctrl-C stops)"
             ).run_until_stopped()
