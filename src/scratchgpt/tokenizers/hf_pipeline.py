@@ -33,6 +33,9 @@ Normalizer = Callable[[str], str]
 Piece = tuple[str, bool]  # a pre-token, and whether it starts at the start of the text
 PreTokenizer = Callable[[list[Piece]], list[Piece]]
 _BYTE_TOKENS = {byte_fallback_token(b): bytes([b]) for b in range(256)}
+# bytes (read as Latin-1 characters, one per byte) -> GPT-2's printable characters, for
+# str.translate: token_to_printable's map at the speed of one C call per pre-token
+_PRINTABLE_BYTES = dict(enumerate(token_to_printable(bytes(range(256)))))
 
 
 class UnsupportedStep(ValueError):
@@ -131,6 +134,13 @@ def _splitter(pattern: regex.Pattern[str], behaviour: Any, where: str) -> Splitt
 
     def split(piece: Piece) -> list[Piece]:
         text, at_start = piece
+        if behaviour == "Isolated" and not pattern.groups:
+            # Llama 3's and Qwen's patterns match every character: then the pieces are just
+            # the matches, found at the regex engine's speed (empty matches cut nothing)
+            matches = pattern.findall(text)
+            if sum(map(len, matches)) == len(text):
+                return [(match, at_start and i == 0)
+                        for i, match in enumerate(filter(None, matches))]
         spans: list[tuple[int, int, bool]] = []  # (start, end, is a match), covering the text
         done = 0
         for match in pattern.finditer(text):
@@ -178,14 +188,14 @@ def _byte_level(step: dict[str, Any]) -> PreTokenizer:
     split = regex.compile(GPT2_SPLIT_PATTERN) if step.get("use_regex", True) else None
 
     def byte_level(pieces: list[Piece]) -> list[Piece]:
-        out = []
-        for text, at_start in pieces:
-            if add_prefix_space and not text.startswith(" "):
-                text = " " + text
-            chunks = split.findall(text) if split is not None else [text]
-            out.extend((token_to_printable(chunk.encode("utf-8")), at_start and i == 0)
-                       for i, chunk in enumerate(chunks))
-        return out
+        if add_prefix_space:
+            pieces = [(text if text.startswith(" ") else " " + text, at_start)
+                      for text, at_start in pieces]
+        if split is not None:
+            pieces = [(chunk, at_start and i == 0) for text, at_start in pieces
+                      for i, chunk in enumerate(split.findall(text))]
+        return [(text.encode("utf-8").decode("latin-1").translate(_PRINTABLE_BYTES), at_start)
+                for text, at_start in pieces]
 
     return byte_level
 
