@@ -2,6 +2,10 @@
 
 The four ``gpt2-*`` presets are OpenAI's GPT-2 sizes (124M, 355M, 774M, 1558M parameters
 with tied embeddings). The small presets train on a laptop CPU in minutes.
+
+The switches after ``init`` tell today's open families (Llama 3, Qwen3, Gemma 3) apart from
+GPT-2; each one's default is GPT-2's, so a table without them is a GPT-2 and old runs' config
+files load unchanged. ``scratchgpt.hub.families`` sets them from a Hugging Face config.json.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from scratchgpt.settings import (
 
 PositionalEncoding = Literal["learned", "sinusoidal", "rope"]
 Initialisation = Literal["gpt2", "pytorch"]
+Norm = Literal["layernorm", "rmsnorm", "rmsnorm_plus_one"]
+FeedForwardKind = Literal["gelu", "swiglu", "geglu"]
+RopeScaling = Literal["none", "linear", "llama3"]
 
 
 @dataclass(frozen=True)
@@ -37,19 +44,75 @@ class ModelConfig:
     pos_encoding: PositionalEncoding = knob("learned", "learned, sinusoidal or rope")
     layer_norm_eps: float = knob(1e-5, "added to the variance in LayerNorm", POSITIVE)
     init: Initialisation = knob("gpt2", "starting weights; see GPTModel._init_weights")
+    # Beyond GPT-2 (Llama 3, Qwen3, Gemma 3); every default is GPT-2's.
+    norm: Norm = knob("layernorm", "layernorm (GPT-2), rmsnorm (Llama, Qwen) or "
+                                   "rmsnorm_plus_one (Gemma: scaled by 1 + weight)")
+    ffn: FeedForwardKind = knob("gelu", "feed-forward: gelu (GPT-2), swiglu (Llama, Qwen) or "
+                                        "geglu (Gemma)")
+    hidden_dim: int | None = knob(None, "feed-forward width; None = 4 * emb_dim", POSITIVE)
+    n_kv_heads: int | None = knob(None, "key/value heads (grouped-query attention); "
+                                        "None = n_heads", POSITIVE)
+    head_size: int | None = knob(None, "width of each attention head; None = emb_dim / n_heads "
+                                       "(read it as head_dim)", POSITIVE)
+    proj_bias: bool = knob(True, "biases in the attention output and feed-forward layers")
+    qk_norm: bool = knob(False, "RMS-normalise each head's queries and keys (Qwen3, Gemma 3)")
+    query_pre_attn_scalar: float | None = knob(
+        None, "scores are scaled by this ** -0.5; None = head_dim (Gemma sets it)", POSITIVE)
+    rope_base: float = knob(10000.0, "rotary base (theta)", POSITIVE)
+    rope_scaling: RopeScaling = knob("none", "rotary frequency scaling: none, linear or llama3")
+    rope_factor: float = knob(1.0, "rotary scaling: how much longer the context", POSITIVE)
+    rope_low_freq_factor: float = knob(1.0, "llama3 rotary scaling: low_freq_factor", POSITIVE)
+    rope_high_freq_factor: float = knob(4.0, "llama3 rotary scaling: high_freq_factor", POSITIVE)
+    rope_original_context_length: int = knob(
+        8192, "llama3 rotary scaling: original_max_position_embeddings", POSITIVE)
+    sliding_window: int | None = knob(None, "local layers attend to this many latest tokens "
+                                            "(Gemma 3); None = every layer is global", POSITIVE)
+    global_layer_every: int = knob(1, "with sliding_window: every Nth layer is global, the "
+                                      "others local (Gemma 3: 6)", POSITIVE)
+    rope_local_base: float | None = knob(None, "rotary base of the local (sliding-window) "
+                                               "layers; None = rope_base", POSITIVE)
+    scale_embeddings: bool = knob(False, "multiply token vectors by sqrt(emb_dim) (Gemma)")
+    norms_per_block: int = knob(2, "2: before attention and feed-forward (GPT-2); 4: also "
+                                   "after each (Gemma)", POSITIVE)
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.emb_dim % self.n_heads:
+        if self.head_size is None and self.emb_dim % self.n_heads:
             raise SettingError("n_heads", f"emb_dim ({self.emb_dim}) must be divisible by "
-                                          f"n_heads ({self.n_heads})")
+                                          f"n_heads ({self.n_heads}), or set head_size")
+        if self.n_heads % self.kv_heads:
+            raise SettingError("n_kv_heads", f"n_heads ({self.n_heads}) must be a multiple of "
+                                             f"n_kv_heads ({self.kv_heads})")
         if self.pos_encoding == "rope" and self.head_dim % 2:
             raise SettingError("pos_encoding", "rotary positions need an even head size "
-                                               f"(emb_dim / n_heads), got {self.head_dim}")
+                                               f"(head_dim), got {self.head_dim}")
+        if self.norms_per_block not in (2, 4):
+            raise SettingError("norms_per_block", f"must be 2 or 4, got {self.norms_per_block}")
+        if self.rope_scaling != "none" and self.pos_encoding != "rope":
+            raise SettingError("rope_scaling", "needs pos_encoding = rope")
+        llama3 = self.rope_scaling == "llama3"
+        if llama3 and self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise SettingError("rope_high_freq_factor", "must exceed rope_low_freq_factor")
 
     @property
     def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
+        """Width of each attention head: ``head_size``, or ``emb_dim // n_heads`` unset."""
+        return self.head_size if self.head_size is not None else self.emb_dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_heads``, or ``n_heads`` (plain multi-head) unset."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """Feed-forward width: ``hidden_dim``, or GPT-2's ``4 * emb_dim`` unset."""
+        return self.hidden_dim if self.hidden_dim is not None else 4 * self.emb_dim
+
+    def is_local_layer(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` attends through a sliding window (Gemma 3: five local
+        layers, then one global, ``global_layer_every = 6``)."""
+        return self.sliding_window is not None and (layer_idx + 1) % self.global_layer_every != 0
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (e.g. ``vocab_size`` to match a tokenizer)."""

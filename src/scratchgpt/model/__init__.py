@@ -1,4 +1,4 @@
-"""The GPT model and its parts: attention variants, positional encodings, layers, KV cache;
+"""The GPT model and its parts: attention variants, positional encodings, norms, layers, KV cache;
 the classifier built on it, LoRA adapters, and the choice of weights to fine-tune."""
 
 from scratchgpt.model.attention import (
@@ -11,8 +11,16 @@ from scratchgpt.model.attention import (
 from scratchgpt.model.classifier import GPTClassifier
 from scratchgpt.model.gpt import GPTModel
 from scratchgpt.model.kv_cache import KVCache
-from scratchgpt.model.layers import GELU, FeedForward, LayerNorm, TransformerBlock
+from scratchgpt.model.layers import (
+    GELU,
+    FeedForward,
+    GatedFeedForward,
+    LayerNorm,
+    ScaledEmbedding,
+    TransformerBlock,
+)
 from scratchgpt.model.lora import LoRALinear, apply_lora, lora_state_dict, merge_lora
+from scratchgpt.model.norms import RMSNorm, RMSNormPlusOne
 from scratchgpt.model.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -25,6 +33,7 @@ __all__ = [
     "TRAINABLE_CHOICES",
     "CausalAttention",
     "FeedForward",
+    "GatedFeedForward",
     "GPTClassifier",
     "GPTModel",
     "KVCache",
@@ -33,7 +42,10 @@ __all__ = [
     "LoRALinear",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
+    "RMSNorm",
+    "RMSNormPlusOne",
     "RotaryEmbedding",
+    "ScaledEmbedding",
     "SelfAttention",
     "SimplifiedSelfAttention",
     "SinusoidalPositionalEncoding",

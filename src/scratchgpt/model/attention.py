@@ -7,7 +7,9 @@
 4. :class:`MultiHeadAttentionWrapper` - several causal heads side by side.
 5. :class:`MultiHeadAttention` - the same function, computed efficiently: one fused
    projection for all heads' queries, keys and values, PyTorch's fused
-   ``scaled_dot_product_attention`` kernel, optional rotary positions and a KV cache.
+   ``scaled_dot_product_attention`` kernel, optional rotary positions and a KV cache. Its
+   general case is grouped-query attention (fewer key/value heads than query heads), with
+   the QK-norm and sliding window of today's open models.
 
 Every ``forward`` accepts ``return_weights=True`` and then returns ``(output, weights)``
 so the attention pattern can be plotted. Given the same weights, all five compute the same
@@ -18,7 +20,7 @@ collects every layer's weights during an ordinary forward (``scratchgpt viz atte
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -145,6 +147,15 @@ def causal_mask(
     return torch.arange(num_keys, device=device)[None, :] <= query_pos
 
 
+def window_mask(
+    num_queries: int, num_keys: int, offset: int, window: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean ``[num_queries, num_keys]`` mask, True where key slot ``j`` lies less than
+    ``window`` slots before query slot ``offset + i`` (a sliding window counts itself)."""
+    query_pos = torch.arange(num_queries, device=device)[:, None] + offset
+    return torch.arange(num_keys, device=device)[None, :] > query_pos - window
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head attention, the efficient way (what :class:`GPTModel` uses).
 
@@ -163,6 +174,21 @@ class MultiHeadAttention(nn.Module):
     * ``out_proj`` (GPT-2's ``c_proj``) mixes the heads' outputs.
     * ``recorder``: None, except inside :func:`record_attention`, which sets it to a list;
       each forward then takes the explicit path and appends its weights to that list.
+
+    What today's open models change, each off by default (GPT-2's attention):
+
+    * ``num_kv_heads`` < ``num_heads``: grouped-query attention (Ainslie et al. 2023). Each
+      key/value head serves ``num_heads / num_kv_heads`` query heads, so the KV cache, the
+      memory a long generation is bound by, shrinks by that ratio. Multi-head attention
+      (``num_kv_heads = num_heads``) and multi-query (1) are its two ends.
+    * ``head_dim``: any head size, not only ``d_out / num_heads`` (Qwen3, Gemma 3); the heads
+      are ``num_heads * head_dim`` wide together and ``out_proj`` maps that back to ``d_out``.
+    * ``qk_norm``: a norm constructor (given ``head_dim``); each head's queries and keys are
+      normalised before rotary positions (Qwen3, Gemma 3), which keeps the scores from
+      growing and the softmax from saturating.
+    * ``sliding_window``: a query sees only the latest ``sliding_window`` slots, itself
+      included (Gemma 3's local layers): the cost of attention stops growing with the context.
+    * ``scale``: scores are multiplied by it rather than ``1 / sqrt(head_dim)`` (Gemma).
     """
 
     def __init__(
@@ -173,17 +199,41 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = False,
         rope: RotaryEmbedding | None = None,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        out_bias: bool = True,
+        qk_norm: Callable[[int], nn.Module] | None = None,
+        sliding_window: int | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
-        if d_out % num_heads:
+        if head_dim is None and d_out % num_heads:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        num_kv_heads = num_kv_heads or num_heads
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of "
+                             f"num_kv_heads ({num_kv_heads})")
         self.d_out = d_out
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim or d_out // num_heads
         self.dropout = dropout
-        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.q_width, self.kv_width = num_heads * self.head_dim, num_kv_heads * self.head_dim
+        self.qkv = nn.Linear(d_in, self.q_width + 2 * self.kv_width, bias=qkv_bias)
+        self.out_proj = nn.Linear(self.q_width, d_out, bias=out_bias)
         self.rope = rope
+        self.q_norm = qk_norm(self.head_dim) if qk_norm is not None else None
+        self.k_norm = qk_norm(self.head_dim) if qk_norm is not None else None
+        self.sliding_window = sliding_window
+        self.scale = scale
+        # Only what differs from GPT-2 is passed to SDPA: GPT-2's call stays as it was. SDPA
+        # repeats each key/value head for its query heads itself (no copy on CUDA).
+        self.sdpa_options: dict[str, bool | float] = {}
+        if num_kv_heads < num_heads:
+            self.sdpa_options["enable_gqa"] = True
+        if scale is not None:
+            self.sdpa_options["scale"] = scale
         self.recorder: list[torch.Tensor] | None = None  # see record_attention()
 
     def forward(
@@ -195,43 +245,62 @@ class MultiHeadAttention(nn.Module):
     ) -> AttentionOutput:
         """``x``: ``[B, T, d_in]`` -> ``[B, T, d_out]`` (and ``[B, H, T, T_keys]`` weights)."""
         batch, num_tokens, _ = x.shape
-        qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, T, head_dim]
+        qkv = self.qkv(x)
+        if self.num_kv_heads == self.num_heads:  # as many of each: one view splits them
+            qkv = qkv.view(batch, num_tokens, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, T, head_dim]
+        else:  # grouped-query: fewer key/value heads than query heads
+            q, k, v = qkv.split([self.q_width, self.kv_width, self.kv_width], dim=-1)
+            q = q.view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+            k = k.view(batch, num_tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(batch, num_tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         offset = kv_cache.length if kv_cache is not None else 0
         # Set by the model (KVCache.add_tokens) when some row is padded; None otherwise.
-        padding_mask = kv_cache.attn_mask if kv_cache is not None else None
+        mask = kv_cache.attn_mask if kv_cache is not None else None
         if self.rope is not None:
             positions = kv_cache.positions if kv_cache is not None else None
             q, k = self.rope(q, offset, positions), self.rope(k, offset, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
+        num_keys = k.shape[2]
+        if self.sliding_window is not None and num_keys > self.sliding_window:
+            if mask is None:
+                mask = causal_mask(num_tokens, num_keys, offset, x.device)
+            mask = mask & window_mask(num_tokens, num_keys, offset, self.sliding_window, x.device)
         dropout_p = self.dropout if self.training else 0.0
 
         weights = None
         if return_weights or self.recorder is not None:  # spelled out, as in CausalAttention
-            mask = padding_mask
             if mask is None:
-                mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+                mask = causal_mask(num_tokens, num_keys, offset, x.device)
+            groups = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            scale = self.scale if self.scale is not None else 1 / math.sqrt(self.head_dim)
+            scores = (q @ k.transpose(-2, -1)) * scale
             scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p)
             context = weights @ v
             if self.recorder is not None:
                 self.recorder.append(weights.detach())
-        elif padding_mask is not None:  # a padded batch: causal and no padding keys, per row
+        elif mask is not None:  # a padded batch or a sliding window: the mask says it all
             context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=padding_mask, dropout_p=dropout_p
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, **self.sdpa_options
             )
         elif offset == 0 or num_tokens == 1:
             # No cache yet: plain causal attention. One new token: it may see every key.
             context = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout_p, is_causal=offset == 0
+                q, k, v, dropout_p=dropout_p, is_causal=offset == 0, **self.sdpa_options
             )
         else:  # several new tokens after a cached prefix: the mask is offset
-            mask = causal_mask(num_tokens, k.shape[2], offset, x.device)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            mask = causal_mask(num_tokens, num_keys, offset, x.device)
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, **self.sdpa_options
+            )
 
-        context = self.out_proj(context.transpose(1, 2).reshape(batch, num_tokens, self.d_out))
+        context = context.transpose(1, 2).reshape(batch, num_tokens, self.q_width)
+        context = self.out_proj(context)
         return (context, weights) if return_weights else context
 
 

@@ -3,6 +3,11 @@
     idx [B, T] -> token embedding (+ positional encoding) -> dropout
                -> n_layers x TransformerBlock -> final LayerNorm -> out_head -> logits [B, T, V]
 
+The same class runs Llama 3, Qwen3 and Gemma 3: their differences are switches of
+:class:`ModelConfig` (RMSNorm, gated feed-forward, grouped-query attention, rotary base and
+scaling, QK-norm, sliding-window layers, scaled embeddings, four norms per block), each off by
+default, and ``scratchgpt.hub.families`` sets them from a Hugging Face config.json.
+
 ``logits[b, t]`` scores every vocabulary entry as the token that follows ``idx[b, :t+1]``.
 """
 
@@ -15,7 +20,8 @@ from torch import nn
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.model.kv_cache import KVCache
-from scratchgpt.model.layers import LayerNorm, TransformerBlock
+from scratchgpt.model.layers import ScaledEmbedding, TransformerBlock
+from scratchgpt.model.norms import make_norm
 from scratchgpt.model.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -31,12 +37,18 @@ class GPTModel(nn.Module):
     (rotary, applied to queries and keys in every attention layer; ``pos_emb`` is None).
     With ``config.tie_weights`` the output layer reuses the token embedding matrix, as GPT-2
     does, which saves ``vocab_size * emb_dim`` parameters.
+
+    With ``config.sliding_window``, local layers (:meth:`ModelConfig.is_local_layer`) attend
+    through the window and rotate by their own base (``rope_local_base``); the global ones by
+    ``rope_base``, scaled. ``config.scale_embeddings`` (Gemma) makes ``tok_emb`` a
+    :class:`ScaledEmbedding`.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
+        embedding = ScaledEmbedding if config.scale_embeddings else nn.Embedding
+        self.tok_emb = embedding(config.vocab_size, config.emb_dim)
         self.pos_emb: LearnedPositionalEmbedding | SinusoidalPositionalEncoding | None = None
         rope = None
         if config.pos_encoding == "learned":
@@ -44,10 +56,21 @@ class GPTModel(nn.Module):
         elif config.pos_encoding == "sinusoidal":
             self.pos_emb = SinusoidalPositionalEncoding(config.context_length, config.emb_dim)
         else:  # one rotary module, shared by all layers (its tables are buffers, not weights)
-            rope = RotaryEmbedding(config.head_dim, config.context_length)
+            rope = RotaryEmbedding(
+                config.head_dim, config.context_length, config.rope_base, config.rope_scaling,
+                config.rope_factor, config.rope_low_freq_factor, config.rope_high_freq_factor,
+                config.rope_original_context_length)
+        local_rope = rope
+        if rope is not None and config.sliding_window is not None:
+            local_base = config.rope_local_base or config.rope_base
+            local_rope = RotaryEmbedding(config.head_dim, config.context_length, local_base)
         self.drop_emb = nn.Dropout(config.drop_rate)
-        self.blocks = nn.ModuleList(TransformerBlock(config, rope) for _ in range(config.n_layers))
-        self.final_norm = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config, local_rope, config.sliding_window)
+            if config.is_local_layer(layer_idx) else TransformerBlock(config, rope)
+            for layer_idx in range(config.n_layers)
+        )
+        self.final_norm = make_norm(config.norm, config.emb_dim, config.layer_norm_eps)
         self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         self._init_weights()
         if config.tie_weights:
@@ -166,7 +189,7 @@ class GPTModel(nn.Module):
         return KVCache(
             config.n_layers,
             batch_size,
-            config.n_heads,
+            config.kv_heads,  # grouped-query attention caches only the key/value heads
             max_len if max_len is not None else config.context_length,
             config.head_dim,
             device=device,

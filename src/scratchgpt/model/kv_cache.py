@@ -6,7 +6,9 @@ once and feed the model only the new token: it computes one query, one key and o
 per layer and attends over the stored keys and values.
 
 The buffers are allocated once, at full size ``[batch, heads, max_len, head_dim]`` per layer,
-and filled in place: no concatenation, no reallocation while generating.
+and filled in place: no concatenation, no reallocation while generating. ``heads`` are the
+key/value heads: under grouped-query attention (``n_kv_heads``) fewer than the query heads,
+which is the memory GQA saves.
 
 Batches of prompts of different lengths are *left*-padded, so that every row's last token
 sits in the same slot and one new token per row can be appended to all rows at once. The

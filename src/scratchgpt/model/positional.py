@@ -20,6 +20,8 @@ positions its prompt alone would.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -79,6 +81,30 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def llama3_scaled_frequencies(
+    inv_freq: torch.Tensor,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_context_length: int,
+) -> torch.Tensor:
+    """Llama 3's stretch of rotary frequencies for a longer context than it was trained on.
+
+    Pairs that turn fast (wavelength shorter than ``original_context_length /
+    high_freq_factor``) carry local order and are kept; pairs that turn slowly (wavelength
+    longer than ``original_context_length / low_freq_factor``) are slowed by ``factor``, so
+    positions far beyond the training length still map onto angles seen in training; in
+    between, the two are blended smoothly.
+    """
+    wavelength = 2 * math.pi / inv_freq
+    smooth = (original_context_length / wavelength - low_freq_factor) / (
+        high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelength > original_context_length / low_freq_factor,
+                         inv_freq / factor, blended)
+    return torch.where(wavelength < original_context_length / high_freq_factor, inv_freq, scaled)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding, applied to queries and keys inside attention.
 
@@ -87,14 +113,36 @@ class RotaryEmbedding(nn.Module):
     ``position * base^(-2i/head_dim)``. Rotating ``q`` at position ``m`` and ``k`` at
     position ``n`` turns their dot product into a function of ``m - n`` alone.
     The cos/sin tables for all ``context_length`` positions are computed once.
+
+    ``base`` (theta) sets the slowest turn: Llama 3 uses 500,000 and Qwen3 1,000,000 rather
+    than 10,000, so the slowest pairs tell apart positions across a long context. ``scaling``
+    stretches a trained context further: ``"linear"`` divides every frequency by ``factor``;
+    ``"llama3"`` only the slow ones (:func:`llama3_scaled_frequencies`).
     """
 
-    def __init__(self, head_dim: int, context_length: int, base: float = 10000.0) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        context_length: int,
+        base: float = 10000.0,
+        scaling: str = "none",
+        factor: float = 1.0,
+        low_freq_factor: float = 1.0,
+        high_freq_factor: float = 4.0,
+        original_context_length: int = 8192,
+    ) -> None:
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head size, got {head_dim}")
         # Angles in float64 (float32 loses digits at large positions), tables in float32.
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        if scaling == "linear":
+            inv_freq = inv_freq / factor
+        elif scaling == "llama3":
+            inv_freq = llama3_scaled_frequencies(
+                inv_freq, factor, low_freq_factor, high_freq_factor, original_context_length)
+        elif scaling != "none":
+            raise ValueError(f"unknown rotary scaling {scaling!r}; choose none, linear, llama3")
         angles = torch.outer(torch.arange(context_length, dtype=torch.float64), inv_freq)
         angles = torch.cat((angles, angles), dim=-1)  # [context_length, head_dim]
         self.register_buffer("cos", angles.cos().float(), persistent=False)
