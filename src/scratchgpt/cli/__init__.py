@@ -36,6 +36,7 @@ from scratchgpt.cli.parsing import (
     TOKENIZER_SPEC_HELP,
     add_allow_special_flag,
     add_command,
+    add_dtype_flag,
     add_encoding_errors_flag,
 )
 from scratchgpt.cli.viz import add_viz
@@ -59,7 +60,7 @@ EXAMPLES = __doc__.split("\n\n", 1)[1]
 def _info(args: argparse.Namespace) -> int:
     from scratchgpt.config import get_preset
     from scratchgpt.hub.gpt2 import model_config
-    from scratchgpt.model.summary import describe, explain_parameters
+    from scratchgpt.model.summary import describe, explain_kv_cache, explain_parameters
 
     head: dict[str, object] = {}
     if args.model:
@@ -82,6 +83,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"size fp32: {facts['fp32_bytes'] / 2**20:,.1f} MiB")
     print(f"size bf16: {facts['bf16_bytes'] / 2**20:,.1f} MiB")
     print(f"training FLOPs per token: {facts['train_flops_per_token']:,}")
+    for line in explain_kv_cache(facts):
+        print(line)
     return 0
 
 
@@ -211,7 +214,7 @@ def _chat(args: argparse.Namespace) -> int:
                         top_k=args.top_k, top_p=args.top_p,
                         repetition_penalty=args.repetition_penalty, seed=args.seed)
     prompt_format = model_prompt_format(args.model)
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_gpt2(args.model, args.dtype)
     if prompt_format is None:
         print(f"warning: {args.model} was never instruction-tuned: a base model continues "
               "text rather than answering (prompts are in the alpaca style)", file=sys.stderr)
@@ -237,7 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
                              max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                              max_classify_inputs=args.max_classify_inputs,
                              cors_origin=args.cors_origin)
-    serve(args.model, settings, host=args.host, port=args.port, threads=args.threads)
+    serve(args.model, settings, host=args.host, port=args.port, threads=args.threads,
+          dtype=args.dtype)
     return 0
 
 
@@ -283,10 +287,11 @@ def _generate(args: argparse.Namespace) -> int:
     from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
 
     start = time.perf_counter()
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_gpt2(args.model, args.dtype)
     print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
-    prompt: str | list[int] = args.prompt
+    # the prompt's ids as the model's tokenizer would give them: with its BOS where it adds one
+    prompt = tokenizer.post_process(tokenizer.encode(args.prompt))
     stop, shown = list(args.stop or ()), args.prompt
     if args.instruction:  # the prompt is an instruction: wrap it as the model was tuned
         prompt_format = model_prompt_format(args.model)
@@ -383,16 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = add_command(
         commands, "info", help="parameter count and size of a model preset, run or download",
         description="Print a model's parameter count (first line, the bare number), its "
-                    "settings, its size in memory and its training FLOPs per token: a preset's, "
-                    "or with --model a run's or a downloaded GPT-2's, read from its settings "
-                    "(no weights are loaded).",
-        examples=["scratchgpt info --preset gpt2-small",
+                    "settings, its size in memory, its training FLOPs per token and its KV "
+                    "cache per token (what grouped-query attention saves): a preset's, or with "
+                    "--model a run's, a downloaded GPT-2's or a Hugging Face directory's "
+                    "(Llama 3, Qwen3, Gemma 3), read from its settings (no weights are loaded).",
+        examples=["scratchgpt info --preset qwen3-0.6b",
                   "scratchgpt info --preset micro --vocab-size 2048",
                   "scratchgpt info --model runs/first"],
     )
     which = info.add_mutually_exclusive_group()
     which.add_argument("--preset",
-                       help="gpt2-small|medium|large|xl, or the CPU presets nano, micro, mini "
+                       help="gpt2-small|medium|large|xl, qwen3-0.6b, llama-3.2-1b, "
+                            "gemma-3-270m, or the CPU presets nano, micro, mini "
                             "(default: gpt2-small)")
     which.add_argument("--model", metavar="SPEC", help=MODEL_SPEC_HELP)
     info.add_argument("--vocab-size", type=int,
@@ -470,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "--input \"The chef cooked the meal.\""],
     )
     gen.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
+    add_dtype_flag(gen)
     gen.add_argument("--prompt", required=True, metavar="TEXT",
                      help="the text to continue (printed first)")
     gen.add_argument("--instruction", action="store_true",
@@ -679,9 +687,12 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
                   "printf 'Name a fruit.\\nAnd a vegetable?\\n' | scratchgpt chat --model "
                   "runs/assistant"],
     )
-    chat.add_argument("--model", required=True, metavar="RUN_DIR",
-                      help="a run directory of `scratchgpt finetune instruct` (any language "
-                           "model works; a base model gets a warning)")
+    chat.add_argument("--model", required=True, metavar="SPEC",
+                      help="a run directory of `scratchgpt finetune instruct`, or a Hugging "
+                           "Face model directory with a chat template (Qwen3, Llama 3, Gemma 3; "
+                           "or ORG/NAME once downloaded); any language model works, a base "
+                           "model gets a warning")
+    add_dtype_flag(chat)
     chat.add_argument("--system", metavar="TEXT",
                       help="the system prompt (default: the prompt style's own, if any)")
     _add_sampling_flags(chat, max_new_tokens=256)
@@ -707,6 +718,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                   "scratchgpt serve --model gpt2-124M --host 0.0.0.0 --api-key s3cret"],
     )
     serve.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
+    add_dtype_flag(serve)
     serve.add_argument("--host", default="127.0.0.1",
                        help="the address to listen on (default: 127.0.0.1, this machine only; "
                             "0.0.0.0 for every network: then set --api-key)")

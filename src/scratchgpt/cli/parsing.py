@@ -9,8 +9,19 @@ from collections.abc import Sequence
 from scratchgpt.hub.names import TOKENIZER_SPECS
 
 MODEL_SPEC_HELP = ("a run directory from `scratchgpt pretrain`, a downloaded model (gpt2-124M, "
-                   "gpt2-355M, ...), or a Hugging Face or OpenAI GPT-2 directory")
+                   "gpt2-355M, ..., or ORG/NAME), a Hugging Face or OpenAI GPT-2 directory, or "
+                   "a Hugging Face Llama 3, Qwen3 or Gemma 3 directory")
+DTYPES = ("auto", "fp32", "bf16", "fp16")  # scratchgpt.hub.hf_checkpoint.DTYPE_CHOICES
 TOKENIZER_SPEC_HELP = f"the tokenizer: {TOKENIZER_SPECS}"
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``: what a Hugging Face Llama 3, Qwen3 or Gemma 3 directory's weights are cast
+    to as they load (GPT-2 and runs load in float32)."""
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="the weights' dtype for a Llama 3, Qwen3 or Gemma 3 directory "
+                             "(default: auto: bf16 on a GPU that has it, else fp32; a CPU "
+                             "computes bf16 and fp16 far slower)")
 
 
 def add_command(commands: argparse._SubParsersAction, name: str, help: str,

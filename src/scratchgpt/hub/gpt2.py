@@ -8,7 +8,11 @@
   ``vocab.json`` + ``merges.txt``;
 * an OpenAI directory: ``hparams.json``, the TensorFlow checkpoint ``model.ckpt.*``,
   ``encoder.json`` + ``vocab.bpe``;
-* a run directory written by ``scratchgpt pretrain``.
+* a run directory written by ``scratchgpt pretrain``;
+* a Hugging Face directory of Llama 3, Qwen3 or Gemma 3 (``config.json``'s ``model_type``
+  ``llama``, ``qwen3``, ``gemma3_text``): :func:`load_open_model`, the weights through
+  :mod:`scratchgpt.hub.families` and :mod:`scratchgpt.hub.hf_checkpoint`, the tokenizer from
+  ``tokenizer.json``.
 
 A ``spec`` that names an existing file or directory is read from there; only otherwise is it
 a downloaded name (:mod:`scratchgpt.hub.names`), so a ``./gpt2-124M`` directory is that
@@ -21,8 +25,9 @@ shape and names any tensor that does not fit; OpenAI's names are first renamed t
 Face's (``model/h0/attn/c_attn/w`` is ``h.0.attn.c_attn.weight``, its leading axis of size 1
 dropped).
 
-Memory: the model is built on the ``meta`` device (shapes, no storage) and the converted
-tensors become its parameters in place (``load_state_dict(assign=True)``). The file is read
+Memory: the model's parameters are built on the ``meta`` device (shapes, no storage, no
+random initialisation) and the converted tensors become its parameters in place
+(``load_state_dict(assign=True)``). The file is read
 one tensor at a time into fresh memory (safetensors' ``pread`` backend, or a plain read of the
 TensorFlow data file), so the peak is the weights plus one tensor; ``bench/bench_load.py``
 measures it.
@@ -34,11 +39,12 @@ import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from torch import nn
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import load_toml
@@ -52,6 +58,8 @@ from scratchgpt.hub.download import (
     models_dir,
     read_manifest,
 )
+from scratchgpt.hub.families import model_config_from_hf, state_dict_from_hf
+from scratchgpt.hub.hf_checkpoint import SafetensorsCheckpoint, resolve_dtype, safe_open_file
 from scratchgpt.hub.hf_weights import config_from_hf, hf_to_scratch
 from scratchgpt.hub.names import (
     TOKENIZER_SPECS,
@@ -77,9 +85,13 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
 
 
-def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
-    """The model (in eval mode, on the CPU, float32) and tokenizer named by ``spec``: a
-    downloaded name, a Hugging Face or OpenAI directory, or a run directory (listed above)."""
+def load_gpt2(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokenizer]:
+    """The model (in eval mode, on the CPU) and tokenizer named by ``spec``: a downloaded name,
+    a Hugging Face or OpenAI directory, or a run directory (listed above). Every command that
+    runs a model loads it here. A Hugging Face directory of an open family (config.json's
+    ``model_type`` one of :data:`~scratchgpt.hub.families.FAMILIES`) goes to
+    :func:`load_open_model`, in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``); the
+    others load in float32."""
     directory = resolve_model(spec)
     if is_run_dir(directory):
         model, tokenizer = load_run(directory)
@@ -88,30 +100,68 @@ def load_gpt2(spec: str | Path) -> tuple[GPTModel, Tokenizer]:
                              f"with `scratchgpt classify --model {directory}`")
         return model, tokenizer
     if (directory / "config.json").is_file():
+        if _read_json(directory / "config.json").get("model_type", "gpt2") != "gpt2":
+            return load_open_model(directory, dtype)
         model = load_hf_model(directory)
     elif (directory / "hparams.json").is_file():
         model = load_openai_model(directory)
     else:
         raise _not_a_model(directory)
     tokenizer = load_gpt2_tokenizer(directory)
+    _check_vocab(directory, tokenizer, model)
+    return model, tokenizer
+
+
+def load_open_model(directory: str | Path, dtype: str = "auto") -> tuple[GPTModel, Tokenizer]:
+    """A Llama 3, Qwen3 or Gemma 3 model directory: ``config.json`` (its ``model_type`` picks
+    the family, :mod:`scratchgpt.hub.families`), ``model.safetensors`` or shards
+    (:mod:`scratchgpt.hub.hf_checkpoint`) cast to ``dtype``, and ``tokenizer.json``."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    hf_config = _read_json(config_file)
+    try:
+        config = model_config_from_hf(hf_config)
+    except (KeyError, ValueError) as err:
+        detail = f"lacks {err.args[0]!r}" if isinstance(err, KeyError) else err.args[0]
+        raise ValueError(f"{config_file}: {detail}") from None
+    with SafetensorsCheckpoint(directory, resolve_dtype(dtype)) as checkpoint:
+        try:
+            weights = state_dict_from_hf(checkpoint, hf_config)
+        except (KeyError, ValueError) as err:
+            raise type(err)(f"{directory}: {err.args[0]}") from None
+    model = model_from_weights(config, weights)
+    tokenizer = load_tokenizer(directory)
+    _check_vocab(directory, tokenizer, model)
+    return model, tokenizer
+
+
+def _check_vocab(directory: Path, tokenizer: Tokenizer, model: GPTModel) -> None:
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                          f"model only {model.config.vocab_size}; they do not belong together")
-    return model, tokenizer
 
 
 def model_config(spec: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The shape of the model ``spec`` names and what sits on top of it (the ``[head]`` table:
     ``kind`` ``"language_model"`` or ``"classifier"``), read from its settings alone, no
-    weights: a run's ``config.toml``, Hugging Face's ``config.json`` or OpenAI's
-    ``hparams.json``."""
+    weights: a run's ``config.toml``, Hugging Face's ``config.json`` (GPT-2, or a family of
+    :mod:`scratchgpt.hub.families`: Llama 3, Qwen3, Gemma 3) or OpenAI's ``hparams.json``."""
     directory = resolve_model(spec)
     if (directory / CONFIG_FILE).is_file():
         tables = model_tables(load_toml(directory / CONFIG_FILE))
         source = f"{directory / CONFIG_FILE} [{RESOLVED_MODEL}]"
         return ModelConfig.from_dict(tables[RESOLVED_MODEL], source), tables[HEAD]
     if (directory / "config.json").is_file():
-        return config_from_hf(_read_json(directory / "config.json")), dict(LANGUAGE_MODEL_HEAD)
+        hf = _read_json(directory / "config.json")
+        if hf.get("model_type", "gpt2") == "gpt2":
+            return config_from_hf(hf), dict(LANGUAGE_MODEL_HEAD)
+        try:
+            return model_config_from_hf(hf), dict(LANGUAGE_MODEL_HEAD)
+        except KeyError as err:
+            raise ValueError(f"{directory / 'config.json'} lacks {err.args[0]!r}") from None
+        except ValueError as err:  # its messages begin "config.json: "
+            message = str(err).removeprefix("config.json: ")
+            raise ValueError(f"{directory / 'config.json'}: {message}") from None
     if (directory / "hparams.json").is_file():
         return config_from_openai(_read_json(directory / "hparams.json")), dict(LANGUAGE_MODEL_HEAD)
     raise _not_a_model(directory)
@@ -221,7 +271,7 @@ def load_hf_model(directory: str | Path) -> GPTModel:
     config = config_from_hf(_read_json(directory / "config.json"))
     safetensors_file, bin_file = (directory / name for name in HF_WEIGHTS)
     if safetensors_file.is_file():
-        with _safe_open(safetensors_file) as f:
+        with safe_open_file(safetensors_file) as f:
             weights = _convert(LazyTensors(f.keys(), f.get_tensor), config, safetensors_file)
     elif bin_file.is_file():
         # weights_only: a pickle may run code; this unpickler only rebuilds tensors and dicts.
@@ -294,17 +344,51 @@ def config_from_openai(hparams: dict[str, Any]) -> ModelConfig:
 def model_from_weights(config: ModelConfig, weights: dict[str, torch.Tensor]) -> GPTModel:
     """``GPTModel(config)`` whose parameters *are* ``weights`` (no copy), in eval mode.
 
-    It is built on the meta device, which records shapes but allocates nothing, so the random
-    initialisation costs neither time nor memory; ``assign=True`` then swaps the given tensors
-    in as the parameters. Assigning replaces each parameter on its own, so a tied output layer
-    is tied again afterwards.
+    Its parameters are built on the meta device, which records shapes but allocates nothing,
+    so the random initialisation costs neither time nor memory; ``assign=True`` then swaps the
+    given tensors in as the parameters. Buffers, which no checkpoint holds (rotary cos/sin
+    tables), are computed on the CPU as usual. Assigning replaces each parameter on its own,
+    so a tied output layer is tied again afterwards.
     """
-    with torch.device("meta"):
+    with _parameters_on_meta():
         model = GPTModel(config)
     model.load_state_dict(weights, assign=True)
     if config.tie_weights:
         model.out_head.weight = model.tok_emb.weight
     return model.eval()
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Inside, every parameter a module registers moves to the meta device at once (the
+    ``torch.empty`` it was made from is never written, so never paged in), and the
+    initialisation functions of ``torch.nn.init`` do nothing: the weights come from the
+    checkpoint. (``normal_`` on a meta tensor would also import ``torch._dynamo``, 1 s.)
+    Buffers stay where they are made."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), param.requires_grad)
+
+    def skip(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    initialisers = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    for name in _INITIALISERS:
+        setattr(nn.init, name, skip)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+        for name, function in initialisers.items():
+            setattr(nn.init, name, function)
+
+
+_INITIALISERS = ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                 "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_")
 
 
 class LazyTensors(Mapping[str, torch.Tensor]):
@@ -342,16 +426,6 @@ def _convert(
         return hf_to_scratch(tensors, config)
     except (KeyError, ValueError) as err:
         raise type(err)(f"{source}: {err.args[0]}") from None
-
-
-def _safe_open(path: Path) -> Any:
-    """``safe_open`` reading each tensor with ``pread`` into fresh memory (safetensors >= 0.8).
-    Older versions only memory-map, which also keeps the file's pages in our resident set
-    while the file is open (a peak of about 1.4x the weights instead of 1.05x)."""
-    try:
-        return safe_open(path, framework="pt", backend="pread")
-    except TypeError:
-        return safe_open(path, framework="pt")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -112,7 +112,13 @@ class RotaryEmbedding(nn.Module):
     (the GPT-NeoX / Llama layout), and each pair is rotated by the angle
     ``position * base^(-2i/head_dim)``. Rotating ``q`` at position ``m`` and ``k`` at
     position ``n`` turns their dot product into a function of ``m - n`` alone.
-    The cos/sin tables for all ``context_length`` positions are computed once.
+
+    The cos/sin tables grow on demand: they cover the positions asked for so far (rounded up
+    to a power of two, at most ``context_length`` unless more are asked for), not the whole
+    context, which for Llama 3.2's 131,072 positions would be 64 MB a short prompt never
+    reads. They are non-persistent buffers (they move with ``.to(device)`` and stay out of
+    the state dict), rebuilt on the input's device when the module was built on the ``meta``
+    device.
 
     ``base`` (theta) sets the slowest turn: Llama 3 uses 500,000 and Qwen3 1,000,000 rather
     than 10,000, so the slowest pairs tell apart positions across a long context. ``scaling``
@@ -135,7 +141,8 @@ class RotaryEmbedding(nn.Module):
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head size, got {head_dim}")
         # Angles in float64 (float32 loses digits at large positions), tables in float32.
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim
+        inv_freq = base ** -exponents  # on the CPU even when the model is built on meta
         if scaling == "linear":
             inv_freq = inv_freq / factor
         elif scaling == "llama3":
@@ -143,21 +150,45 @@ class RotaryEmbedding(nn.Module):
                 inv_freq, factor, low_freq_factor, high_freq_factor, original_context_length)
         elif scaling != "none":
             raise ValueError(f"unknown rotary scaling {scaling!r}; choose none, linear, llama3")
-        angles = torch.outer(torch.arange(context_length, dtype=torch.float64), inv_freq)
-        angles = torch.cat((angles, angles), dim=-1)  # [context_length, head_dim]
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.inv_freq = inv_freq  # float64 on the CPU: a plain attribute, not a buffer
+        self.context_length = context_length
+        self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
+
+    def _ensure_positions(self, num_positions: int, device: torch.device) -> None:
+        """Grow the tables, if needed, to cover positions ``0 .. num_positions - 1`` on
+        ``device``: angles in float64 on the CPU (float32 loses digits at large positions),
+        then stored in the tables' dtype (float32 unless the model was cast)."""
+        if self.cos.shape[0] >= num_positions and self.cos.device == device:
+            return
+        doubled = 1 << max(num_positions - 1, 1).bit_length()  # the next power of two
+        length = max(self.cos.shape[0], num_positions, min(doubled, self.context_length))
+        angles = torch.outer(torch.arange(length, dtype=torch.float64), self.inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)  # [length, head_dim]
+        dtype = self.cos.dtype
+        self.cos = angles.cos().to(device=device, dtype=dtype)
+        self.sin = angles.sin().to(device=device, dtype=dtype)
+
+    def tables(
+        self, num_positions: int, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cos and sin of positions ``0 .. num_positions - 1``: two
+        ``[num_positions, head_dim]`` tensors on ``device``."""
+        self._ensure_positions(num_positions, torch.device(device))
+        return self.cos[:num_positions], self.sin[:num_positions]
 
     def forward(
         self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Rotate ``x`` (``[..., seq_len, head_dim]``) whose first row sits at ``offset``;
         or, for ``x`` ``[B, heads, seq_len, head_dim]``, each token by its own position in
-        ``positions`` ``[B, seq_len]`` (the same for every head)."""
+        ``positions`` ``[B, seq_len]`` (the same for every head; no position exceeds
+        ``offset + seq_len - 1``, since padding is not counted)."""
+        seq_len = x.shape[-2]
+        self._ensure_positions(offset + seq_len, x.device)
         if positions is not None:
             cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
         else:
-            seq_len = x.shape[-2]
             cos, sin = self.cos[offset : offset + seq_len], self.sin[offset : offset + seq_len]
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast
         return x * cos + rotate_half(x) * sin

@@ -21,12 +21,13 @@ from scratchgpt.run_dir import CONFIG_FILE, HEAD, is_run_dir, model_tables
 from scratchgpt.serving.app import ServedModel, ServeSettings, create_app
 
 
-def load_served(spec: str) -> ServedModel:
+def load_served(spec: str, dtype: str = "auto") -> ServedModel:
     """The model ``spec`` names (a run directory, a downloaded GPT-2 or a Hugging Face model
     directory), named for clients by its directory's name. A classifier run serves
     ``/v1/classify``; a language model serves the completion routes, in its prompt format (a
     run's prompt style, a model directory's own chat template; alpaca for a base model, with a
-    warning), stopping at any of its end-of-turn ids."""
+    warning), stopping at any of its end-of-turn ids. ``dtype``: see
+    :func:`~scratchgpt.hub.gpt2.load_gpt2`."""
     directory = resolve_model(spec)
     name = Path(spec).name if Path(spec).exists() else spec
     if is_run_dir(directory):
@@ -38,7 +39,7 @@ def load_served(spec: str) -> ServedModel:
     if prompt_format is None:
         print(f"warning: {spec} was never instruction-tuned: chat prompts are in the alpaca "
               "style, and a base model continues text rather than answering", file=sys.stderr)
-    model, tokenizer = load_gpt2(spec)
+    model, tokenizer = load_gpt2(spec, dtype)
     return ServedModel(name, tokenizer, language_model=model,
                        style=prompt_format or get_prompt_style("alpaca"),
                        stop_ids=model_stop_ids(spec, tokenizer))
@@ -78,13 +79,14 @@ class _Server(uvicorn.Server):
 
 
 def serve(spec: str, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          threads: int | None = None) -> None:
+          threads: int | None = None, dtype: str = "auto") -> None:
     """Serve ``spec`` until Ctrl-C or SIGTERM: prints the URL once the server is listening,
     and ``stopped serving NAME`` (on stderr) once it has shut down. ``threads``: the CPU threads
-    one decoding step uses (``torch.set_num_threads``; None: PyTorch's default)."""
+    one decoding step uses (``torch.set_num_threads``; None: PyTorch's default); ``dtype``
+    the weights' (:func:`load_served`)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    served = load_served(spec)
+    served = load_served(spec, dtype)
     app = create_app(served, settings)
     kind = ("classifier" if served.classifier
             else describe(served.style) if served.style else "no prompt format")
