@@ -1,4 +1,5 @@
-"""Reading and writing run configurations as TOML.
+"""Reading and writing run configurations as TOML, and reading the JSON settings files that
+come with models (``config.json``, ``tokenizer_config.json``, ``generation_config.json``).
 
 A configuration is a few tables (``[data]``, ``[model]``, ``[train]``) of plain values, so
 the writer only needs strings, numbers, booleans and lists of them. Reading uses the
@@ -53,3 +54,16 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: invalid TOML: {err}") from None
 
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that holds one object, such as a model's ``config.json``; an error that
+    names the file (and the line, for JSON that does not parse) otherwise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data

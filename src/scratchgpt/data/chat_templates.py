@@ -33,6 +33,8 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from scratchgpt.config_files import read_json_object
+
 # The special tokens transformers puts in a template's scope (its SPECIAL_TOKENS_ATTRIBUTES).
 SPECIAL_TOKEN_NAMES = (
     "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
@@ -205,12 +207,9 @@ class ChatTemplate:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ChatTemplateError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ChatTemplateError(f"{path}: expected a JSON object")
-    return data
+        return read_json_object(path)
+    except ValueError as error:
+        raise ChatTemplateError(str(error)) from None
 
 
 def _token_text(value: Any, path: Path, field: str) -> str:

@@ -35,7 +35,6 @@ measures it.
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,7 +46,7 @@ import torch
 from torch import nn
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.config_files import load_toml
+from scratchgpt.config_files import load_toml, read_json_object
 from scratchgpt.data.chat_templates import end_of_turn_ids, read_chat_template
 from scratchgpt.data.prompt_format import PromptFormat
 from scratchgpt.data.prompt_styles import get_prompt_style
@@ -100,7 +99,7 @@ def load_gpt2(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokenize
                              f"with `scratchgpt classify --model {directory}`")
         return model, tokenizer
     if (directory / "config.json").is_file():
-        if _read_json(directory / "config.json").get("model_type", "gpt2") != "gpt2":
+        if read_json_object(directory / "config.json").get("model_type", "gpt2") != "gpt2":
             return load_open_model(directory, dtype)
         model = load_hf_model(directory)
     elif (directory / "hparams.json").is_file():
@@ -118,7 +117,7 @@ def load_open_model(directory: str | Path, dtype: str = "auto") -> tuple[GPTMode
     (:mod:`scratchgpt.hub.hf_checkpoint`) cast to ``dtype``, and ``tokenizer.json``."""
     directory = Path(directory)
     config_file = directory / "config.json"
-    hf_config = _read_json(config_file)
+    hf_config = read_json_object(config_file)
     try:
         config = model_config_from_hf(hf_config)
     except (KeyError, ValueError) as err:
@@ -152,7 +151,7 @@ def model_config(spec: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         source = f"{directory / CONFIG_FILE} [{RESOLVED_MODEL}]"
         return ModelConfig.from_dict(tables[RESOLVED_MODEL], source), tables[HEAD]
     if (directory / "config.json").is_file():
-        hf = _read_json(directory / "config.json")
+        hf = read_json_object(directory / "config.json")
         if hf.get("model_type", "gpt2") == "gpt2":
             return config_from_hf(hf), dict(LANGUAGE_MODEL_HEAD)
         try:
@@ -163,7 +162,8 @@ def model_config(spec: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
             message = str(err).removeprefix("config.json: ")
             raise ValueError(f"{directory / 'config.json'}: {message}") from None
     if (directory / "hparams.json").is_file():
-        return config_from_openai(_read_json(directory / "hparams.json")), dict(LANGUAGE_MODEL_HEAD)
+        hparams = read_json_object(directory / "hparams.json")
+        return config_from_openai(hparams), dict(LANGUAGE_MODEL_HEAD)
     raise _not_a_model(directory)
 
 
@@ -193,7 +193,7 @@ def model_prompt_format(spec: str | Path) -> PromptFormat | None:
     config = directory / "tokenizer_config.json"
     if ((directory / "chat_template.jinja").is_file()
             or (directory / "additional_chat_templates").is_dir()
-            or (config.is_file() and "chat_template" in _read_json(config))):
+            or (config.is_file() and "chat_template" in read_json_object(config))):
         return read_chat_template(directory)
     return None
 
@@ -268,7 +268,7 @@ def load_hf_model(directory: str | Path) -> GPTModel:
     """GPT-2's weights from a Hugging Face directory: ``config.json`` and ``model.safetensors``
     (or ``pytorch_model.bin``)."""
     directory = Path(directory)
-    config = config_from_hf(_read_json(directory / "config.json"))
+    config = config_from_hf(read_json_object(directory / "config.json"))
     safetensors_file, bin_file = (directory / name for name in HF_WEIGHTS)
     if safetensors_file.is_file():
         with safe_open_file(safetensors_file) as f:
@@ -290,7 +290,7 @@ def load_openai_model(directory: str | Path) -> GPTModel:
     (``checkpoint``, ``model.ckpt.index``, ``model.ckpt.data-00000-of-00001``). TensorFlow is
     not needed (see :mod:`scratchgpt.hub.tf_checkpoint`)."""
     directory = Path(directory)
-    config = config_from_openai(_read_json(directory / "hparams.json"))
+    config = config_from_openai(read_json_object(directory / "hparams.json"))
     checkpoint = TFCheckpoint(directory)
     tf_names = {hf: tf for tf in checkpoint.entries if (hf := openai_to_hf_name(tf))}
 
@@ -428,13 +428,3 @@ def _convert(
         raise type(err)(f"{source}: {err.args[0]}") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
