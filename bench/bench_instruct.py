@@ -27,7 +27,7 @@ from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
 from scratchgpt.finetune.init_from import PRESET_PREFIX
 from scratchgpt.finetune.instruction import respond
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import load_run, run_prompt_style
 
@@ -40,7 +40,7 @@ def base_model(run_dir: Path) -> GPTModel:
         torch.manual_seed(0)
         return GPTModel(get_preset(spec.removeprefix(PRESET_PREFIX)).replace(
             vocab_size=config["vocab_size"])).eval()
-    return load_gpt2(spec)[0]
+    return load_model(spec)[0]
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ n-gram baseline.
 
 1. **Same weights, two implementations.** A GPT-2-shaped model with random weights (GPT-2's
    50,257-token vocabulary and initialisation, ``--layers``/``--emb``/``--context``) saved by
-   transformers' ``save_pretrained`` and read by our ``load_gpt2``. On the first ``--tokens``
+   transformers' ``save_pretrained`` and read by our ``load_model``. On the first ``--tokens``
    tokens of "The Verdict" (GPT-2's tokenizer, ``../shared/assets``), our
    ``sliding_window_nll`` against the loop of the transformers documentation's "Perplexity of
    fixed-length models" on ``GPT2LMHeadModel``, for disjoint windows and for a stride of half
@@ -49,7 +49,7 @@ from scratchgpt.data.token_files import read_token_file
 from scratchgpt.evaluation.ngram import KneserNeyLM
 from scratchgpt.evaluation.perplexity import sliding_window_nll
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, save_gpt2_files
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"
@@ -94,7 +94,7 @@ def compare_implementations(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as directory:
         hf.save_pretrained(directory)
         save_gpt2_files(tokenizer, directory)
-        ours, _ = load_gpt2(directory)
+        ours, _ = load_model(directory)
     print(f"\n## 1. Ours against transformers' documented loop\n\nGPT-2-shaped random model "
           f"({args.layers} layers, {args.emb} wide, context {args.context}, vocabulary 50,257), "
           f"\"The Verdict\" ({len(ids):,} GPT-2 tokens), {torch.get_num_threads()} threads, "
@@ -145,7 +145,7 @@ def validation_split(run_dir: Path, tokenizer: Tokenizer) -> tuple[np.ndarray, n
 def compare_with_ngrams(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.run or pretrain_run(args, Path(scratch))
-        model, tokenizer = load_gpt2(run_dir)
+        model, tokenizer = load_model(run_dir)
         train, val = validation_split(run_dir, tokenizer)
         context = model.config.context_length
         rows = []

@@ -27,7 +27,7 @@ from scratchgpt.config import ModelConfig
 from scratchgpt.data.chat_templates import ChatTemplate
 from scratchgpt.generation import generate_text, generate_tokens
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
+from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import load_gpt2_tokenizer
 
@@ -58,7 +58,7 @@ class ChatModel:
 
     def answer(self, ids: list[int], max_new_tokens: int) -> str:
         """Our library's greedy answer to these prompt ids, stopping at both eos ids."""
-        model, tokenizer = load_gpt2(self.directory)
+        model, tokenizer = load_model(self.directory)
         return "".join(generate_text(model, tokenizer, ids, max_new_tokens,
                                      stop_ids=(EOT, self.second_eos)))
 
@@ -101,7 +101,7 @@ def test_a_model_directorys_template_and_end_of_turn_ids_are_its_prompt_format(
     messages = [{"role": "user", "content": INSTRUCTION}]
     assert prompt_format.instruction_prompt(INSTRUCTION) == chat_model.hf.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True)
-    _, tokenizer = load_gpt2(chat_model.directory)
+    _, tokenizer = load_model(chat_model.directory)
     assert model_stop_ids(chat_model.directory, tokenizer) == (EOT, chat_model.second_eos)
 
 
@@ -114,7 +114,7 @@ def test_a_directory_without_a_template_has_no_prompt_format(
 def test_generate_instruction_uses_the_template_and_stops_at_either_eos(
         chat_model: ChatModel, capsys: pytest.CaptureFixture[str]) -> None:
     ids = chat_model.hf_ids([{"role": "user", "content": INSTRUCTION}])
-    model, tokenizer = load_gpt2(chat_model.directory)
+    model, tokenizer = load_model(chat_model.directory)
     greedy = list(generate_tokens(model, ids, 8, eos_id=EOT))
     cut = greedy.index(chat_model.second_eos)  # the answer ends before the second eos id
     assert 0 < cut < len(greedy)

@@ -29,7 +29,7 @@ from scratchgpt.hub.download import (
     model_name,
     read_manifest,
 )
-from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
+from scratchgpt.hub.gpt2 import load_model, resolve_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2-tf"
 HF_PREFIX = "/openai-community/gpt2/resolve/main/"
@@ -125,7 +125,7 @@ def test_hf_download_resumes_a_dropped_connection_and_loads(
     assert server.requests == []
 
     # The downloaded name loads, with the same logits as transformers on the same directory.
-    model, tokenizer = load_gpt2("gpt2-124M")
+    model, tokenizer = load_model("gpt2-124M")
     reference = GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
     ids = torch.tensor([tokenizer.encode("Every effort moves you")])
     with torch.no_grad():
@@ -205,9 +205,9 @@ def test_a_damaged_download_is_not_loaded(
     with (directory / "model.safetensors").open("r+b") as f:
         f.truncate(1000)
     with pytest.raises(FileNotFoundError, match="model.safetensors is missing or incomplete"):
-        load_gpt2("gpt2-124M")
+        load_model("gpt2-124M")
     with pytest.raises(FileNotFoundError, match="scratchgpt download gpt2 --size 355M"):
-        load_gpt2("gpt2-355M")
+        load_model("gpt2-355M")
 
 
 def test_cli_download(serve, tiny_hf_dir: Path, tmp_path: Path,

@@ -21,7 +21,7 @@ from scratchgpt.config_files import load_toml
 from scratchgpt.data.instructions import load_instruction_splits
 from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.evaluation.rouge import rouge_l
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.model.lora import LoRALinear
 from scratchgpt.run_dir import load_run
 from scratchgpt.tokenizers import CharTokenizer
@@ -79,7 +79,7 @@ def test_generate_wraps_an_instruction_in_the_runs_prompt_style(
     done = cli("generate", "--model", str(run_dir), "--instruction", "--prompt",
                 "Name a fruit.", "--max-new-tokens", "6", cache=instruct_cache)
     assert done.returncode == 0, done.stderr
-    model, tokenizer = load_gpt2(run_dir)
+    model, tokenizer = load_model(run_dir)
     style = get_prompt_style("chatml")
     expected = "".join(generate_text(model, tokenizer, style.instruction_prompt("Name a fruit."),
                                      6, stop=style.stop))

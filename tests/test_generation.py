@@ -14,7 +14,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens, sample_next_token
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import train_bpe
 
@@ -198,7 +198,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_generate_streams_the_prompt_then_the_continuation(
     model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model, tokenizer = load_gpt2(model_dir)
+    model, tokenizer = load_model(model_dir)
     expected = "".join(generate_text(model, tokenizer, "Hello", max_new_tokens=5))
     assert main(["generate", "--model", str(model_dir), "--prompt", "Hello",
                  "--max-new-tokens", "5"]) == 0

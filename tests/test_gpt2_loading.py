@@ -26,7 +26,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.hub.tf_checkpoint import CheckpointFormatError, read_tf_checkpoint
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import load_gpt2_tokenizer, save_gpt2_files, train_bpe
@@ -72,7 +72,7 @@ def assert_same_as_transformers(model: GPTModel, tokenizer, reference: GPT2LMHea
 
 # -- Hugging Face layout ------------------------------------------------------------------------
 def test_hf_safetensors_directory(hf_dir: Path, hf_model: GPT2LMHeadModel) -> None:
-    model, tokenizer = load_gpt2(hf_dir)
+    model, tokenizer = load_model(hf_dir)
     assert model.config.emb_dim == 16 and model.config.tie_weights and not model.training
     assert model.out_head.weight is model.tok_emb.weight
     assert_same_as_transformers(model, tokenizer, hf_model)
@@ -82,7 +82,7 @@ def test_hf_pytorch_model_bin(hf_dir: Path, hf_model: GPT2LMHeadModel, tmp_path:
     for name in ("config.json", "vocab.json", "merges.txt"):
         shutil.copyfile(hf_dir / name, tmp_path / name)
     torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")
-    model, tokenizer = load_gpt2(tmp_path)
+    model, tokenizer = load_model(tmp_path)
     assert_same_as_transformers(model, tokenizer, hf_model)
 
 
@@ -96,7 +96,7 @@ def test_hf_hub_style_names(hf_dir: Path, hf_model: GPT2LMHeadModel, tmp_path: P
     for layer in range(2):
         weights[f"h.{layer}.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
     save_file(weights, tmp_path / "model.safetensors")
-    model, tokenizer = load_gpt2(tmp_path)
+    model, tokenizer = load_model(tmp_path)
     assert_same_as_transformers(model, tokenizer, hf_model)
 
 
@@ -108,14 +108,14 @@ def test_a_wrong_shape_names_the_tensor_and_file(hf_dir: Path, tmp_path: Path) -
     save_file(weights, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'h.1.mlp.c_fc.weight' has "
                                          r"shape \(16, 32\), expected \(16, 64\)"):
-        load_gpt2(tmp_path)
+        load_model(tmp_path)
 
 
 def test_not_a_model_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="expected config.json"):
-        load_gpt2(tmp_path)
+        load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither a directory nor a downloaded model"):
-        load_gpt2(tmp_path / "nothing-here")
+        load_model(tmp_path / "nothing-here")
 
 
 PEAK_MEMORY = """
@@ -210,7 +210,7 @@ def test_openai_directory(tmp_path: Path) -> None:
     (tmp_path / "hf-names" / "vocab.json").rename(tmp_path / "encoder.json")
     (tmp_path / "hf-names" / "merges.txt").rename(tmp_path / "vocab.bpe")
 
-    model, loaded_tokenizer = load_gpt2(tmp_path)
+    model, loaded_tokenizer = load_model(tmp_path)
     assert loaded_tokenizer.vocab_size == hparams["n_vocab"] == model.config.vocab_size
     reference = GPT2LMHeadModel(GPT2Config(
         n_embd=hparams["n_embd"], n_layer=hparams["n_layer"], n_head=hparams["n_head"],
@@ -234,7 +234,7 @@ def test_export_loads_in_transformers(gpt2_tokenizer, tmp_path: Path, tie_weight
         assert (exported(ids).logits - model(ids)).abs().max() < 1e-5
     assert GPT2Tokenizer.from_pretrained(tmp_path)(PROMPT)["input_ids"] == ids[0].tolist()
     assert exported.config.eos_token_id == gpt2_tokenizer.eot_id
-    loaded, _ = load_gpt2(tmp_path)
+    loaded, _ = load_model(tmp_path)
     assert torch.equal(loaded(ids), model(ids))
     assert (loaded.out_head.weight is loaded.tok_emb.weight) == tie_weights
 
@@ -250,7 +250,7 @@ def test_export_refuses_what_gpt2_cannot_express(gpt2_tokenizer, tmp_path: Path)
 # -- command line -------------------------------------------------------------------------------
 def test_cli_generate_and_export(hf_dir: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    model, tokenizer = load_gpt2(hf_dir)
+    model, tokenizer = load_model(hf_dir)
     expected = "".join(generate_text(model, tokenizer, PROMPT, max_new_tokens=6))
     capsys.readouterr()
     assert main(["generate", "--model", str(hf_dir), "--prompt", PROMPT,

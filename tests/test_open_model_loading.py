@@ -23,7 +23,7 @@ from hf_tokenizer_families import gemma3_like, llama3_like, qwen_like
 from pretrain_runs import run_env
 from serve_runs import Server
 
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.hub.hf_checkpoint import INDEX_FILE, resolve_dtype
 from scratchgpt.model import GPTModel
 
@@ -162,7 +162,7 @@ def test_the_directory_is_what_the_family_saves(model_dir: ModelDir) -> None:
         assert INDEX_FILE in files and len(list(model_dir.directory.glob("model-*"))) > 2
     else:
         assert "model.safetensors" in files
-    model, tokenizer = load_gpt2(model_dir.directory)
+    model, tokenizer = load_model(model_dir.directory)
     assert isinstance(model, GPTModel)
     assert model.tok_emb.weight.dtype == torch.float32  # fp32 asked, whatever the file holds
     assert tokenizer.vocab_size == model.config.vocab_size
@@ -171,7 +171,7 @@ def test_the_directory_is_what_the_family_saves(model_dir: ModelDir) -> None:
 
 
 def test_logits_equal_transformers(model_dir: ModelDir) -> None:
-    model, tokenizer = load_gpt2(model_dir.directory)
+    model, tokenizer = load_model(model_dir.directory)
     ids = tokenizer.post_process(tokenizer.encode(PROMPT))
     assert ids == model_dir.hf_tokenizer(PROMPT)["input_ids"]  # BOS included where it belongs
     with torch.no_grad():
@@ -231,7 +231,7 @@ def test_serve_answers_as_transformers(served: Server, model_dir: ModelDir) -> N
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_dtype_casts_the_weights(model_dir: ModelDir, dtype: torch.dtype) -> None:
     name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    model, _ = load_gpt2(model_dir.directory, name)
+    model, _ = load_model(model_dir.directory, name)
     assert {p.dtype for p in model.parameters()} == {dtype}
     ids = model_dir.hf_tokenizer(PROMPT)["input_ids"]
     with torch.no_grad():
@@ -259,7 +259,7 @@ def test_a_missing_shard_is_named(model_dir: ModelDir, tmp_path: Path) -> None:
     shard = sorted(broken.glob("model-*.safetensors"))[1]
     shard.unlink()
     with pytest.raises(FileNotFoundError, match=f"index.json names the shard {shard.name}"):
-        load_gpt2(broken)
+        load_model(broken)
 
 
 def test_an_unknown_model_type_lists_the_known_ones(model_dir: ModelDir, tmp_path: Path) -> None:
@@ -277,25 +277,25 @@ def test_missing_weights_are_named(model_dir: ModelDir, tmp_path: Path) -> None:
     for path in broken.glob("model*.safetensors*"):
         path.unlink()
     with pytest.raises(FileNotFoundError, match="no weights: expected model.safetensors"):
-        load_gpt2(broken)
+        load_model(broken)
 
 
 PEAK = """
 import gc, json, sys
 from pathlib import Path
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 
 def rss(field):
     line = next(line for line in Path("/proc/self/status").read_text().splitlines()
                 if line.startswith(field + ":"))
     return int(line.split()[1]) * 1024
 
-model, _ = load_gpt2(sys.argv[2], sys.argv[3])  # a small one first: the imports loading makes
+model, _ = load_model(sys.argv[2], sys.argv[3])  # a small one first: the imports loading makes
 del model
 gc.collect()
 Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
 base = rss("VmRSS")
-model, _ = load_gpt2(sys.argv[1], sys.argv[3])
+model, _ = load_model(sys.argv[1], sys.argv[3])
 weights = sum(p.numel() * p.element_size() for p in model.parameters())
 print(json.dumps({"peak": rss("VmHWM") - base, "weights": weights}))
 """

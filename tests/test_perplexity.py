@@ -2,7 +2,7 @@
 the Kneser-Ney n-gram baseline.
 
 The reference is the loop of "Perplexity of fixed-length models" (transformers docs), run here
-on a ``GPT2LMHeadModel`` holding the same weights that our ``load_gpt2`` reads from its
+on a ``GPT2LMHeadModel`` holding the same weights that our ``load_model`` reads from its
 ``save_pretrained`` directory. On disjoint windows (``stride == context``) it is compared
 verbatim. With overlapping windows the loop's token count is off by one per window (see
 ``scratchgpt.evaluation.perplexity``), so there it is compared with that one count corrected:
@@ -29,7 +29,7 @@ from scratchgpt.evaluation.perplexity import (
     sliding_window_nll,
     sliding_windows,
 )
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.tokenizers import (
     CharTokenizer,
     SpecialTokenError,
@@ -64,7 +64,7 @@ def ours(hf_model: GPT2LMHeadModel, gpt2_tokenizer, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gpt2-shaped")
     hf_model.save_pretrained(directory)
     save_gpt2_files(gpt2_tokenizer, directory)
-    return load_gpt2(directory)
+    return load_model(directory)
 
 
 @pytest.fixture(scope="module")

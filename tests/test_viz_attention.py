@@ -13,7 +13,7 @@ from PIL import Image
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.model import GPTClassifier, GPTModel, MultiHeadAttention, MultiHeadAttentionWrapper
 from scratchgpt.model.attention import record_attention
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer
@@ -222,10 +222,10 @@ def test_all_layers_make_a_grid_and_one_head_a_single_annotated_panel(
 
 def test_a_downloaded_style_model_directory_end_to_end(tokenizer: Tokenizer,
                                                       tmp_path: Path) -> None:
-    """What ``scratchgpt viz attention --model DIR`` does: load_gpt2, maps, picture."""
+    """What ``scratchgpt viz attention --model DIR`` does: load_model, maps, picture."""
     torch.manual_seed(2)
     export_hf(GPTModel(CONFIG.replace(emb_dim=12, n_layers=1, init="gpt2")), tokenizer, tmp_path)
-    model, loaded_tokenizer = load_gpt2(tmp_path)
+    model, loaded_tokenizer = load_model(tmp_path)
     maps = attention_maps(model, loaded_tokenizer, "Hello, world", layer=0, name="exported")
     assert isinstance(maps, AttentionMaps) and maps.tokens == ["Hello", ",", "␣world"]
     plot_attention(maps, tmp_path / "attention.png")

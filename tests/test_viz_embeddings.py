@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.hub.gpt2 import load_gpt2
+from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer, WordTokenizer, load_gpt2_tokenizer
 from scratchgpt.viz.embeddings import (
@@ -248,4 +248,4 @@ def test_bad_inputs_to_maps_and_searches(model: GPTModel, gpt2_tokenizer: Tokeni
 
 def test_an_unknown_model_is_a_clear_error() -> None:
     with pytest.raises(FileNotFoundError, match="no-such-run is neither a directory nor"):
-        load_gpt2("no-such-run")
+        load_model("no-such-run")

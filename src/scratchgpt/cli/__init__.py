@@ -208,13 +208,13 @@ def _chat(args: argparse.Namespace) -> int:
     from scratchgpt.chat import ChatSession, Sampling, run_chat
     from scratchgpt.data.prompt_format import describe
     from scratchgpt.data.prompt_styles import get_prompt_style
-    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
+    from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p,
                         repetition_penalty=args.repetition_penalty, seed=args.seed)
     prompt_format = model_prompt_format(args.model)
-    model, tokenizer = load_gpt2(args.model, args.dtype)
+    model, tokenizer = load_model(args.model, args.dtype)
     if prompt_format is None:
         print(f"warning: {args.model} was never instruction-tuned: a base model continues "
               "text rather than answering (prompts are in the alpaca style)", file=sys.stderr)
@@ -284,10 +284,10 @@ def _generate(args: argparse.Namespace) -> int:
     from scratchgpt.data.prompt_format import describe, encode_prompt
     from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.generation import generate_text
-    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_format, model_stop_ids
+    from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
 
     start = time.perf_counter()
-    model, tokenizer = load_gpt2(args.model, args.dtype)
+    model, tokenizer = load_model(args.model, args.dtype)
     print(f"loaded {args.model} ({model.num_parameters():,} parameters) in "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     # the prompt's ids as the model's tokenizer would give them: with its BOS where it adds one
@@ -356,9 +356,9 @@ def _download(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.hub.export import export_hf
-    from scratchgpt.hub.gpt2 import load_gpt2, model_prompt_style
+    from scratchgpt.hub.gpt2 import load_model, model_prompt_style
 
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_model(args.model)
     style_name = model_prompt_style(args.model)
     style = get_prompt_style(style_name) if style_name else None
     for path in export_hf(model, tokenizer, args.out, style):

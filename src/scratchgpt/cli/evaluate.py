@@ -71,10 +71,10 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.mmlu import evaluate_mmlu, load_mmlu
     from scratchgpt.evaluation.records import save_evaluation
     from scratchgpt.hub.datasets import dataset_path
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_model
 
     data = load_mmlu(dataset_path(args.data, "benchmark"), args.subjects, args.limit)
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_model(args.model)
     result = evaluate_mmlu(model, tokenizer, data, shots=args.shots,
                            batch_size=args.batch_size, progress=not args.json)
     record, path = save_evaluation("mmlu", args.model, f"mmlu-{args.shots}shot",
@@ -86,9 +86,9 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
 def _evaluate_perplexity(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.perplexity import file_perplexity
     from scratchgpt.evaluation.records import record_name, save_evaluation
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_model
 
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_model(args.model)
     result = file_perplexity(model, tokenizer, args.data, args.context, args.stride,
                              args.batch_size, encoding_errors=args.encoding_errors,
                              allowed_special="all" if args.allow_special else frozenset(),

@@ -25,10 +25,10 @@ def _saved(path: str | Path) -> int:
 
 
 def _viz_attention(args: argparse.Namespace) -> int:
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_model
     from scratchgpt.viz.attention import attention_maps, plot_attention
 
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_model(args.model)
     maps = attention_maps(model, tokenizer, args.text, args.layer, args.head,
                           max_tokens=args.max_tokens, name=Path(args.model).name)
     if maps.truncated:
@@ -40,7 +40,7 @@ def _viz_attention(args: argparse.Namespace) -> int:
 
 
 def _viz_embeddings(args: argparse.Namespace) -> int:
-    from scratchgpt.hub.gpt2 import load_gpt2
+    from scratchgpt.hub.gpt2 import load_model
     from scratchgpt.viz.embeddings import (
         format_neighbours,
         nearest_tokens,
@@ -54,7 +54,7 @@ def _viz_embeddings(args: argparse.Namespace) -> int:
                          "nearest tokens) or --positions (the position embeddings)")
     if args.words and args.positions:
         raise ValueError("--words and --positions each draw a picture to --out: one at a time")
-    model, tokenizer = load_gpt2(args.model)
+    model, tokenizer = load_model(args.model)
     leading_space = not args.no_leading_space
     name = Path(args.model).name
     if args.neighbours:

@@ -52,7 +52,7 @@ DEFAULT_MAX_GEN_TOKS = 256  # lm_eval's own default for generate_until
 class ScratchGPTLM(TemplateLM):
     """A :class:`GPTModel` and its tokenizer as an lm-evaluation-harness language model.
 
-    Give either ``pretrained`` (anything :func:`scratchgpt.hub.gpt2.load_gpt2` loads: a run
+    Give either ``pretrained`` (anything :func:`scratchgpt.hub.gpt2.load_model` loads: a run
     directory, ``gpt2-124M``, a Hugging Face or OpenAI directory) or ``model`` and
     ``tokenizer``. ``batch_size`` is how many inputs share a forward pass (``"auto"`` picks
     the default); ``device`` moves the model (``cuda``, ``cpu``).
@@ -72,9 +72,9 @@ class ScratchGPTLM(TemplateLM):
         if (pretrained is None) == (model is None):
             raise ValueError("give either pretrained=PATH or model= (with tokenizer=)")
         if pretrained is not None:
-            from scratchgpt.hub.gpt2 import load_gpt2
+            from scratchgpt.hub.gpt2 import load_model
 
-            model, tokenizer = load_gpt2(pretrained)
+            model, tokenizer = load_model(pretrained)
         if tokenizer is None:
             raise ValueError("model= needs its tokenizer=")
         assert model is not None

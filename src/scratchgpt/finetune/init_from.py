@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import load_toml
-from scratchgpt.hub.gpt2 import load_gpt2, resolve_tokenizer
+from scratchgpt.hub.gpt2 import load_model, resolve_tokenizer
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, train_bpe
@@ -40,7 +40,7 @@ def init_from(spec: str, *, tokenizer: str = "bpe:2048",
         else:
             chosen = resolve_tokenizer(tokenizer)
         return GPTModel(config.replace(vocab_size=chosen.vocab_size)).train(), chosen
-    model, chosen = load_gpt2(spec)
+    model, chosen = load_model(spec)
     return model.train(), chosen
 
 
@@ -54,5 +54,5 @@ def resume_from(run_dir: Path, spec: str) -> tuple[GPTModel, Tokenizer]:
     config = ModelConfig.from_dict(load_toml(run_dir / CONFIG_FILE)[RESOLVED_MODEL])
     if spec.startswith(PRESET_PREFIX) or resume_checkpoint(run_dir / CHECKPOINTS) is not None:
         return GPTModel(config).train(), tokenizer  # a preset: sized to the run's tokenizer
-    model, _ = load_gpt2(spec)
+    model, _ = load_model(spec)
     return model.train(), tokenizer

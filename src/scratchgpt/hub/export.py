@@ -1,7 +1,7 @@
 """Export a GPTModel as a Hugging Face GPT-2 directory, to share it on the hub.
 
 ``export_hf(model, tokenizer, DIR)`` writes what ``transformers.GPT2LMHeadModel.from_pretrained
-(DIR)`` reads, and what :func:`scratchgpt.hub.gpt2.load_gpt2` reads back:
+(DIR)`` reads, and what :func:`scratchgpt.hub.gpt2.load_model` reads back:
 
 * ``config.json``: a ``GPT2Config`` (``model_type: gpt2``) with this model's shape;
 * ``model.safetensors``: the weights under Hugging Face's names, float32 (``hf_weights``

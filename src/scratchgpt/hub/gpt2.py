@@ -1,6 +1,6 @@
 """Load GPT-2, as OpenAI and Hugging Face publish it, into our :class:`GPTModel`.
 
-:func:`load_gpt2` takes any of these ``spec``:
+:func:`load_model` takes any of these ``spec``:
 
 * ``gpt2-124M`` (``-355M``, ``-774M``, ``-1558M``): a model fetched by ``scratchgpt download``
   into the cache; ``gpt2-124M-hf`` / ``gpt2-124M-openai`` picks the layout;
@@ -84,7 +84,7 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
 
 
-def load_gpt2(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokenizer]:
+def load_model(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokenizer]:
     """The model (in eval mode, on the CPU) and tokenizer named by ``spec``: a downloaded name,
     a Hugging Face or OpenAI directory, or a run directory (listed above). Every command that
     runs a model loads it here. A Hugging Face directory of an open family (config.json's

@@ -13,7 +13,7 @@ look for in a trained model: heads that look at the previous token, heads that l
 first token (a "sink" for weight they do not need), heads that find the earlier copy of the
 current word. A random model's heads attend almost uniformly.
 
-    model, tokenizer = load_gpt2("gpt2-124M")
+    model, tokenizer = load_model("gpt2-124M")
     maps = attention_maps(model, tokenizer, "Every effort moves you", layer=5, name="gpt2-124M")
     plot_attention(maps, "attention.png")
 
