@@ -230,9 +230,13 @@ def file_servers() -> Iterator[Callable[[dict[str, Route]], FileServer]]:
     try:
         yield start
     finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+        _shut_down(servers)
+
+
+def _shut_down(servers: list[FileServer]) -> None:
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 def _serve(server: FileServer, servers: list[FileServer]) -> FileServer:
@@ -259,6 +263,4 @@ def hub_servers() -> Iterator[Callable[..., HubServer]]:
     try:
         yield start
     finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+        _shut_down(servers)

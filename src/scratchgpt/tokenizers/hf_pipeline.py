@@ -21,7 +21,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import regex
 
@@ -32,6 +32,7 @@ from scratchgpt.tokenizers.pretokenize import GPT2_SPLIT_PATTERN
 Normalizer = Callable[[str], str]
 Piece = tuple[str, bool]  # a pre-token, and whether it starts at the start of the text
 PreTokenizer = Callable[[list[Piece]], list[Piece]]
+T = TypeVar("T")
 _BYTE_TOKENS = {byte_fallback_token(b): bytes([b]) for b in range(256)}
 # bytes (read as Latin-1 characters, one per byte) -> GPT-2's printable characters, for
 # str.translate: token_to_printable's map at the speed of one C call per pre-token
@@ -65,6 +66,18 @@ def _pattern(step: dict[str, Any], where: str) -> regex.Pattern[str]:
                                               f"{{\"Regex\": ...}}, got {pattern!r}")
 
 
+def _in_order(steps: list[Callable[[T], T] | None]) -> Callable[[T], T]:
+    """A ``Sequence`` step: its steps one after the other (a ``null`` one does nothing)."""
+    kept = [step for step in steps if step is not None]
+
+    def sequence(value: T) -> T:
+        for step in kept:
+            value = step(value)
+        return value
+
+    return sequence
+
+
 # -- normalizers -----------------------------------------------------------------------------
 _NORMAL_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 
@@ -75,16 +88,8 @@ def build_normalizer(step: Any, where: str = "normalizer") -> Normalizer | None:
         return None
     kind = _type_of(step, where, ("Sequence", "Replace", "Prepend", "Lowercase", *_NORMAL_FORMS))
     if kind == "Sequence":
-        steps = [build_normalizer(s, f"{where}.normalizers[{i}]")
-                 for i, s in enumerate(step.get("normalizers", []))]
-
-        def sequence(text: str) -> str:
-            for normalize in steps:
-                if normalize is not None:
-                    text = normalize(text)
-            return text
-
-        return sequence
+        return _in_order([build_normalizer(s, f"{where}.normalizers[{i}]")
+                          for i, s in enumerate(step.get("normalizers", []))])
     if kind == "Replace":
         pattern, content = _pattern(step, where), step["content"]
         return lambda text: pattern.sub(lambda _: content, text)
@@ -103,16 +108,8 @@ def build_pre_tokenizer(step: Any, where: str = "pre_tokenizer") -> PreTokenizer
         return None
     kind = _type_of(step, where, ("Sequence", "Split", "ByteLevel", "Metaspace"))
     if kind == "Sequence":
-        steps = [build_pre_tokenizer(s, f"{where}.pretokenizers[{i}]")
-                 for i, s in enumerate(step.get("pretokenizers", []))]
-
-        def sequence(pieces: list[Piece]) -> list[Piece]:
-            for pre_tokenize in steps:
-                if pre_tokenize is not None:
-                    pieces = pre_tokenize(pieces)
-            return pieces
-
-        return sequence
+        return _in_order([build_pre_tokenizer(s, f"{where}.pretokenizers[{i}]")
+                          for i, s in enumerate(step.get("pretokenizers", []))])
     if kind == "Split":
         if step.get("invert"):
             raise UnsupportedStep(f"{where}.invert", "an inverted Split is not supported")
