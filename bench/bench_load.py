@@ -1,24 +1,25 @@
-"""Benchmark loading GPT-2 weights, and generating with them, against transformers.
+"""Benchmark loading a model's weights, and decoding with them, against transformers.
 
-1. **Load**: a ``gpt2-small``-shaped (or ``--preset``) random ``model.safetensors`` (written
-   once by transformers' ``save_pretrained`` into a temporary directory), read by our
-   ``load_hf_model`` and by ``GPT2LMHeadModel.from_pretrained``. Every load runs in a fresh
-   Python process, so neither gains from the other's caches; its peak memory above the resident
-   memory after the imports is compared with the size of the weights file. Both are also
-   measured up to the first forward pass (transformers maps the file and reads a weight only
-   when it is used), and from before the imports (``import transformers`` is slow; ours pays a
-   similar one-off cost inside the load: building a model on the meta device runs
-   ``nn.Embedding``'s ``normal_`` there, which makes PyTorch import ``torch._dynamo``, about
-   1 s).
-2. **Generate**: greedy new tokens/s of the two loaded models on the same prompt, ours with
-   its KV cache (``generate_tokens``) and ``GPT2LMHeadModel.generate(do_sample=False)``.
-   The runs alternate, so drifting machine load hits both alike.
+1. **Load**: a random model of ``--preset``'s shape (``gpt2-small``; ``qwen3-0.6b``,
+   ``llama-3.2-1b``, ``gemma-3-270m`` for today's open families), written once by
+   transformers' ``save_pretrained`` into a temporary directory (GPT-2 in float32; an open
+   family in bfloat16, as the hub publishes them), read by our ``load_hf_model`` and by
+   ``AutoModelForCausalLM.from_pretrained``, both asked for ``--dtype`` (default ``auto``:
+   float32 on a CPU, bfloat16 on a GPU that has it). Every load runs in a fresh Python
+   process, so neither gains from the other's caches; its peak memory above the resident
+   memory after the imports is compared with the size of the weights in the dtype asked.
+   Both are also measured up to the end of the first forward pass (transformers maps the
+   file and reads a weight only when it is used), and from before the imports.
+2. **Decode**: greedy new tokens/s of the two models (float32 on a CPU), one row
+   (ours: ``generate_tokens``) and ``--rows`` rows at once (ours: ``generate_batch``),
+   against ``generate(do_sample=False)``, each with its KV cache. The runs alternate, so
+   drifting machine load hits both alike.
 
 Each number is the median of ``--repeats`` runs (5). Prints markdown tables.
 
-    python bench/bench_load.py                  # full run
-    python bench/bench_load.py --new-tokens 16  # shorter generation
-    python bench/bench_load.py --preset gpt2-xl --new-tokens 0 --repeats 1   # 6 GB, load only
+    python bench/bench_load.py                                # gpt2-small
+    python bench/bench_load.py --preset qwen3-0.6b --new-tokens 32
+    python bench/bench_load.py --preset gpt2-xl --new-tokens 0 --repeats 1   # load only
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def load_once(loader: str, directory: str) -> None:
+def _torch_dtype(name: str, device: str) -> object:
+    """Our ``--dtype`` name as the torch dtype both loaders are asked for."""
+    from scratchgpt.hub.hf_checkpoint import resolve_dtype
+
+    return resolve_dtype(name, device)
+
+
+def load_once(loader: str, directory: str, dtype: str, device: str) -> None:
     """Child process: import, load the model, run one forward pass; print the seconds and the
     peak memory above the post-import baseline after each, as JSON.
 
@@ -55,32 +63,44 @@ def load_once(loader: str, directory: str) -> None:
     import torch
 
     if loader == "ours":
-        from scratchgpt.hub.gpt2 import load_hf_model as load
+        from scratchgpt.hub.gpt2 import load_hf_model
+
+        def load(path: str) -> torch.nn.Module:
+            return load_hf_model(path, dtype).to(device)
     else:
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        load = GPT2LMHeadModel.from_pretrained
+
+        def load(path: str) -> torch.nn.Module:
+            return AutoModelForCausalLM.from_pretrained(
+                path, dtype=_torch_dtype(dtype, device), device_map=device).eval()
     Path("/proc/self/clear_refs").write_text("5")
     baseline = _rss_bytes("VmRSS")
     start = time.perf_counter()
     model = load(directory)
     loaded, load_peak = time.perf_counter() - start, _rss_bytes("VmHWM") - baseline
     with torch.inference_mode():
-        model(torch.zeros(1, 8, dtype=torch.long))
+        model(torch.zeros(1, 8, dtype=torch.long, device=device))
+    if device == "cuda":
+        torch.cuda.synchronize()
     first, first_peak = time.perf_counter() - start, _rss_bytes("VmHWM") - baseline
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values()
+                  if t.device.type != "meta")
     print(json.dumps({"load_s": loaded, "load_peak": load_peak, "forward_s": first,
-                      "forward_peak": first_peak, "total_s": time.perf_counter() - process_start}))
+                      "forward_peak": first_peak, "total_s": time.perf_counter() - process_start,
+                      "weights": weights}))
 
 
-def measure_loads(directory: Path, repeats: int) -> dict[str, dict[str, float]]:
+def measure_loads(directory: Path, dtype: str, device: str,
+                  repeats: int) -> dict[str, dict[str, float]]:
     """Median times and peaks per loader, the loaders taking turns in fresh processes."""
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in LOADERS}
     for _ in range(repeats):
         for name in LOADERS:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", name, str(directory)],
+                [sys.executable, __file__, "--child", name, str(directory), dtype, device],
                 check=True, capture_output=True, text=True,
             ).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
@@ -88,72 +108,90 @@ def measure_loads(directory: Path, repeats: int) -> dict[str, dict[str, float]]:
             for name, results in runs.items()}
 
 
-def measure_generation(
-    directory: Path, new_tokens: int, repeats: int
-) -> tuple[float, float, bool]:
-    """Median new tokens/s of ours and of transformers, and whether they chose the same tokens."""
+def measure_decoding(directory: Path, rows: int, new_tokens: int, device: str,
+                     repeats: int) -> tuple[float, float, bool]:
+    """Median new tokens/s (all rows together) of ours and of transformers, float32 on a CPU
+    (``auto`` elsewhere), and whether they chose the same tokens."""
     import torch
     from timing import median_seconds
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from scratchgpt.generation import generate_tokens
+    from scratchgpt.generation import generate_batch, generate_tokens
     from scratchgpt.hub.gpt2 import load_hf_model
 
     hf_logging.disable_progress_bar()
-    ours, theirs = load_hf_model(directory), GPT2LMHeadModel.from_pretrained(directory).eval()
-    prompt = torch.randint(0, 50257, (1, 8), generator=torch.Generator().manual_seed(0))
+    ours = load_hf_model(directory, "auto").to(device)
+    theirs = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=_torch_dtype("auto", device), device_map=device).eval()
+    vocab = ours.config.vocab_size
+    prompts = torch.randint(0, vocab, (rows, 8), generator=torch.Generator().manual_seed(0))
 
-    def run_ours() -> list[int]:
-        return list(generate_tokens(ours, prompt[0].tolist(), new_tokens))
+    def run_ours() -> list[list[int]]:
+        if rows == 1:
+            return [list(generate_tokens(ours, prompts[0].tolist(), new_tokens))]
+        return generate_batch(ours, prompts.tolist(), new_tokens)
 
-    def run_theirs() -> list[int]:
+    def run_theirs() -> list[list[int]]:
         with torch.inference_mode():
-            out = theirs.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                  do_sample=False, eos_token_id=None, pad_token_id=0)
-        return out[0, prompt.shape[1]:].tolist()
+            out = theirs.generate(prompts.to(device), max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, do_sample=False,
+                                  eos_token_id=None, pad_token_id=0)
+        return out[:, prompts.shape[1]:].tolist()
 
     same = run_ours() == run_theirs()  # also the warm-up
     ours_s, theirs_s = median_seconds([run_ours, run_theirs], repeats)
-    return new_tokens / ours_s, new_tokens / theirs_s, same
+    return rows * new_tokens / ours_s, rows * new_tokens / theirs_s, same
 
 
-def write_model(directory: Path, preset: str) -> int:
-    """A random GPT-2 of the preset's shape in Hugging Face's layout; returns the weights
-    file's size."""
+def write_model(directory: Path, preset: str) -> None:
+    """A random model of the preset's shape in Hugging Face's layout: GPT-2 in float32, an
+    open family in bfloat16."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     from scratchgpt.config import get_preset
+    from scratchgpt.hub.families import hf_config_from_model
     from scratchgpt.hub.hf_weights import hf_config_from
 
     torch.manual_seed(0)
-    config = GPT2Config(**hf_config_from(get_preset(preset)))
-    GPT2LMHeadModel(config).save_pretrained(directory)
-    return (directory / "model.safetensors").stat().st_size
+    config = get_preset(preset)
+    if config.pos_encoding != "rope":
+        GPT2LMHeadModel(GPT2Config(**hf_config_from(config))).save_pretrained(directory)
+        return
+    fields = hf_config_from_model(config)
+    hf_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
+    model.save_pretrained(directory)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64, help="0: loading only")
+    parser.add_argument("--rows", type=int, default=8, help="rows decoded at once, besides 1")
     parser.add_argument("--preset", default="gpt2-small", help="the model's shape")
-    parser.add_argument("--child", nargs=2, metavar=("LOADER", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="auto", help="what both loaders are asked for")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--child", nargs=4, metavar=("LOADER", "DIR", "DTYPE", "DEVICE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         load_once(*args.child)
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        weights = write_model(directory, args.preset)
-        loads = measure_loads(directory, args.repeats)
-        if args.new_tokens:
-            generation = measure_generation(directory, args.new_tokens, args.repeats)
+        write_model(directory, args.preset)
+        loads = measure_loads(directory, args.dtype, args.device, args.repeats)
+        decoding = {rows: measure_decoding(directory, rows, args.new_tokens, args.device,
+                                           args.repeats)
+                    for rows in (1, args.rows) if args.new_tokens}
 
     mib = 2**20
-    print(f"{args.preset}-shaped model.safetensors: {weights / mib:,.1f} MiB; median of "
-          f"{args.repeats}, each load in a fresh process; peak memory is above the RSS after "
-          "the imports\n")
+    weights = loads["ours"]["weights"]
+    print(f"{args.preset}-shaped model, {weights / mib:,.1f} MiB of weights as loaded "
+          f"(--dtype {args.dtype}, {args.device}); median of {args.repeats}, each load in a "
+          "fresh process; peak memory is above the RSS after the imports\n")
     print("| loader | load (s) | peak (MiB) | peak / weights | load + 1st forward (s) "
           "| peak / weights | imports + load + forward (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -166,16 +204,14 @@ def main() -> None:
     print(f"| ours / transformers | {ours['load_s'] / hf['load_s']:.2f}x | | | "
           f"{ours['forward_s'] / hf['forward_s']:.2f}x | | "
           f"{ours['total_s'] / hf['total_s']:.2f}x |\n")
-    if not args.new_tokens:
+    if not decoding:
         return
-    ours_tps, hf_tps, same = generation
-    print(f"Greedy generation, {args.new_tokens} new tokens after an 8-token prompt "
-          f"(same tokens: {same})\n")
-    print("| model | new tokens/s |")
-    print("|---|---:|")
-    print(f"| scratchgpt generate_tokens (KV cache) | {ours_tps:.1f} |")
-    print(f"| transformers generate(do_sample=False) | {hf_tps:.1f} |")
-    print(f"| ours / transformers | {ours_tps / hf_tps:.2f}x |")
+    print(f"Greedy decoding, {args.new_tokens} new tokens per row after an 8-token prompt, "
+          "new tokens/s of all rows together\n")
+    print("| rows | scratchgpt | transformers generate | ours / transformers | same tokens |")
+    print("|---:|---:|---:|---:|---|")
+    for rows, (ours_tps, hf_tps, same) in decoding.items():
+        print(f"| {rows} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | {same} |")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ class ByteTokenizer:
         assert TEXT_BYTES.startswith(text.encode())
         return list(range(len(text.encode())))
 
+    def post_process(self, ids: list[int]) -> list[int]:
+        return ids  # no BOS, as GPT-2
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return b"".join(TEXT_BYTES[i : i + 1] for i in ids)
 

@@ -239,10 +239,19 @@ def test_export_loads_in_transformers(gpt2_tokenizer, tmp_path: Path, tie_weight
     assert (loaded.out_head.weight is loaded.tok_emb.weight) == tie_weights
 
 
-def test_export_refuses_what_gpt2_cannot_express(gpt2_tokenizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("change", "named"), [
+    ({"pos_encoding": "rope"}, "learned positional embeddings"),
+    ({"qk_norm": True}, "qk_norm=True"),
+    ({"norms_per_block": 4}, "norms_per_block=4"),
+    ({"n_kv_heads": 1}, "kv_heads=1"),
+    ({"hidden_dim": 20}, "ffn_dim=20"),
+    ({"scale_embeddings": True}, "scale_embeddings=True"),
+])
+def test_export_refuses_what_gpt2_cannot_express(tmp_path: Path, change: dict,
+                                                 named: str) -> None:
     config = ModelConfig(vocab_size=300, context_length=8, emb_dim=8, n_heads=2, n_layers=1,
-                         pos_encoding="rope")
-    with pytest.raises(ValueError, match="learned positional embeddings"):
+                         **change)
+    with pytest.raises(ValueError, match=named):
         export_hf(GPTModel(config), None, tmp_path)
     assert not list(tmp_path.iterdir())
 

@@ -18,6 +18,7 @@ from scratchgpt.model import (
     merge_lora,
     set_trainable,
 )
+from scratchgpt.model.linear import Linear
 from scratchgpt.model.lora import LORA_TARGETS
 
 NANO = get_preset("nano").replace(vocab_size=97)  # emb_dim 64, 2 layers, context 64
@@ -79,7 +80,7 @@ def test_a_merged_layer_is_the_base_with_the_update_folded_in() -> None:
     x = torch.randn(3, 16)
     before = layer(x)
     merged = layer.merged()
-    assert type(merged) is nn.Linear
+    assert merged is base  # the base layer itself, its weight updated in place
     torch.testing.assert_close(merged.weight, weight + 2.0 * (layer.A @ layer.B).T)
     torch.testing.assert_close(merged(x), before, atol=1e-5, rtol=0)
 
@@ -101,7 +102,7 @@ def test_apply_lora_takes_a_subset_of_targets() -> None:
     model = GPTModel(NANO)
     assert apply_lora(model, 4, 4, targets=("att.qkv",)) == ["blocks.0.att.qkv",
                                                              "blocks.1.att.qkv"]
-    assert type(model.blocks[0].ff.fc) is nn.Linear
+    assert type(model.blocks[0].ff.fc) is Linear
 
 
 def test_apply_lora_refuses_what_it_cannot_do() -> None:
@@ -129,7 +130,7 @@ def test_merging_keeps_the_outputs_and_restores_the_plain_structure() -> None:
     torch.testing.assert_close(model(ids), adapted, atol=1e-5, rtol=0)
     assert list(model.state_dict()) == list(GPTModel(NANO).state_dict())
     assert not any(isinstance(module, LoRALinear) for module in model.modules())
-    assert type(model.blocks[1].att.qkv) is nn.Linear
+    assert type(model.blocks[1].att.qkv) is Linear
 
 
 def test_lora_state_dict_holds_the_adapters_in_module_order() -> None:

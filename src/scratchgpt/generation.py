@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import math
-import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -132,32 +131,6 @@ def _generator(model: GPTModel, seed: int | None) -> torch.Generator | None:
     return torch.Generator(model.tok_emb.weight.device).manual_seed(seed)
 
 
-# CPU copies of output weights, transposed for decoding: {layer: (weight, version, copy)}.
-_TRANSPOSED_HEADS: weakref.WeakKeyDictionary[
-    torch.nn.Module, tuple[torch.Tensor, int, torch.Tensor]
-] = weakref.WeakKeyDictionary()
-
-
-def _head_for_decoding(model: GPTModel) -> torch.Tensor:
-    """The output layer's weights as ``[emb_dim, vocab_size]``: logits are ``hidden @ this``.
-
-    Each new token multiplies one vector by the ``[vocab_size, emb_dim]`` output matrix, the
-    largest read of the step (154 MB for gpt2-small). On the CPU, PyTorch's matrix-vector
-    kernel is several times slower over ``nn.Linear``'s ``[out, in]`` layout than over a
-    contiguous ``[in, out]`` copy (``bench/bench_model.py``: micro from 200 to 470 tokens/s), so
-    there we keep such a copy, made again only when the weights change (every in-place update,
-    an optimizer step for one, bumps a tensor's version counter). Elsewhere, a view suffices.
-    """
-    weight = model.out_head.weight
-    if weight.device.type != "cpu":
-        return weight.T
-    cached = _TRANSPOSED_HEADS.get(model.out_head)
-    if cached is None or cached[0] is not weight or cached[1] != weight._version:
-        cached = (weight, weight._version, weight.detach().T.contiguous())
-        _TRANSPOSED_HEADS[model.out_head] = cached
-    return cached[2]
-
-
 @torch.inference_mode()
 def last_logits(
     model: GPTModel, rows: Sequence[Sequence[int]], kv_cache: KVCache | None
@@ -177,7 +150,7 @@ def last_logits(
     if any(len(row) < longest for row in rows):
         mask = torch.tensor([[False] * (longest - len(row)) + [True] * len(row) for row in rows],
                             device=device)
-    return model.hidden_states(idx, kv_cache, mask)[:, -1] @ _head_for_decoding(model)
+    return model.out_head(model.hidden_states(idx, kv_cache, mask)[:, -1])
 
 
 def generate_tokens(
@@ -216,9 +189,13 @@ def generate_tokens(
         raise ValueError("prompt_ids is empty: the model needs at least one token to continue")
     sampling = _Sampling(temperature, top_k, top_p, repetition_penalty)
     # Arguments are checked above, at the call; the stream below runs on the first next().
-    end_ids = frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
-    return _token_stream(model, window, set(prompt_ids), max_new_tokens, sampling, end_ids,
+    return _token_stream(model, window, set(prompt_ids), max_new_tokens, sampling, _ids(eos_id),
                          _generator(model, seed), use_cache)
+
+
+def _ids(eos_id: int | Collection[int] | None) -> frozenset[int]:
+    """The end ids as a set: one id, several (a chat model's end-of-turn ids) or none."""
+    return frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
 
 
 def _token_stream(
@@ -238,7 +215,10 @@ def _token_stream(
     model.eval()
     try:
         with torch.inference_mode():
-            kv_cache = model.new_kv_cache(batch_size=1) if use_cache else None
+            # Room for the whole answer, or the context when it fills: never more, as a
+            # zeroed context-length cache can cost more than the decoding itself.
+            need = min(context_length, len(window) + max_new_tokens)
+            kv_cache = model.new_kv_cache(batch_size=1, max_len=need) if use_cache else None
         logits = last_logits(model, [window], kv_cache)[0]
         for step in range(max_new_tokens):
             token = sampling.pick(logits, generator, seen)
@@ -267,7 +247,7 @@ def generate_batch(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | None = None,
+    eos_id: int | Collection[int] | None = None,
     seed: int | Sequence[int] | None = None,
     repetition_penalty: float = 1.0,
     should_stop: Callable[[list[int]], bool] | None = None,
@@ -285,10 +265,10 @@ def generate_batch(
     * **Decode**: one token per row per step, through the KV cache, which remembers each
       row's padding and next position. That per-row state is also what a server's
       continuous batching builds on: rows join and leave while the others keep their cache.
-    * A row **retires** when it samples ``eos_id`` (not kept), reaches ``max_new_tokens``, or
-      ``should_stop(its new tokens so far)`` returns True (the last token is kept; the list
-      is the live one: read it, do not change it). Retired rows leave the batch
-      (:meth:`KVCache.keep_rows`); the loop ends when every row has retired.
+    * A row **retires** when it samples ``eos_id`` (or any of them; not kept), reaches
+      ``max_new_tokens``, or ``should_stop(its new tokens so far)`` returns True (the last
+      token is kept; the list is the live one: read it, do not change it). Retired rows
+      leave the batch (:meth:`KVCache.keep_rows`); the loop ends when every row has retired.
     * ``seed``: one per row, or one int that seeds every row alike (each row has its own
       ``torch.Generator``, so the draws of one row never depend on the others). None: the
       global RNG, drawn from row after row.
@@ -321,7 +301,7 @@ def generate_batch(
     model.eval()
     try:
         with torch.inference_mode():  # the cache's tensors are made, and stay, in this mode
-            _decode_batch(model, rows, max_new_tokens, sampling, eos_id, should_stop)
+            _decode_batch(model, rows, max_new_tokens, sampling, _ids(eos_id), should_stop)
     finally:
         model.train(was_training)
     return outputs
@@ -342,19 +322,20 @@ def _decode_batch(
     rows: list[_Row],
     max_new_tokens: int,
     sampling: _Sampling,
-    eos_id: int | None,
+    end_ids: frozenset[int],
     should_stop: Callable[[list[int]], bool] | None,
 ) -> None:
     """The decoding loop of :func:`generate_batch`: ``rows`` are the active rows, in the
     cache's batch order; each is filled in place until it retires."""
     context_length = model.config.context_length
-    kv_cache = model.new_kv_cache(batch_size=len(rows))
+    need = min(context_length, max(len(row.window) for row in rows) + max_new_tokens)
+    kv_cache = model.new_kv_cache(batch_size=len(rows), max_len=need)  # as in _token_stream
     logits = last_logits(model, [row.window for row in rows], kv_cache)
     while True:
         keep = []
         for i, row in enumerate(rows):
             token = sampling.pick(logits[i], row.generator, row.seen)
-            if token == eos_id:
+            if token in end_ids:
                 continue
             row.new_tokens.append(token)
             row.window.append(token)
@@ -434,7 +415,8 @@ def generate_text(
     stop_ids: Collection[int] | None = None,
 ) -> Iterator[str]:
     """Yield the continuation of ``prompt`` (text, or token ids already encoded) as text
-    pieces, as they are generated.
+    pieces, as they are generated. A text prompt is framed as the tokenizer frames one whole
+    text (:meth:`~scratchgpt.tokenizers.base.Tokenizer.post_process`: Llama 3's BOS first).
 
     Generation ends at any of ``stop_ids`` (not yielded; None: the tokenizer's end-of-text
     token; a chat model passes all its end-of-turn ids), after ``max_new_tokens`` tokens,
@@ -448,7 +430,7 @@ def generate_text(
     stops = _stop_list(stop)
     tokens = generate_tokens(  # checks the arguments now; generates on the first next()
         model,
-        tokenizer.encode(prompt) if isinstance(prompt, str) else prompt,
+        tokenizer.post_process(tokenizer.encode(prompt)) if isinstance(prompt, str) else prompt,
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,
@@ -473,11 +455,13 @@ def generate_batch_text(
     seed: int | Sequence[int] | None = None,
     repetition_penalty: float = 1.0,
     stop: str | Sequence[str] = (),
+    stop_ids: Collection[int] | None = None,
 ) -> list[str]:
     """The continuation of every prompt, generated together by :func:`generate_batch`.
 
     Each text is what ``"".join(generate_text(...))`` gives for its prompt alone: it ends at
-    the tokenizer's end-of-text token, after ``max_new_tokens`` tokens, or just before the
+    any of ``stop_ids`` (None: the tokenizer's end-of-text token), after ``max_new_tokens``
+    tokens, or just before the
     first of the ``stop`` strings. A row stops generating as soon as a stop string appears
     in the decoded end of its tokens. The tokens are decoded together, so characters whose
     UTF-8 bytes span several tokens come out whole. No prompts give ``[]``; an empty prompt
@@ -497,12 +481,12 @@ def generate_batch_text(
 
     rows = generate_batch(
         model,
-        [tokenizer.encode(prompt) for prompt in prompts],
+        [tokenizer.post_process(tokenizer.encode(prompt)) for prompt in prompts],
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        eos_id=tokenizer.eot_id,
+        eos_id=tokenizer.eot_id if stop_ids is None else stop_ids,
         seed=seed,
         repetition_penalty=repetition_penalty,
         should_stop=hits_stop if stops else None,

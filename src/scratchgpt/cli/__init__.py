@@ -354,14 +354,9 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from scratchgpt.data.prompt_styles import get_prompt_style
-    from scratchgpt.hub.export import export_hf
-    from scratchgpt.hub.gpt2 import load_model, model_prompt_style
+    from scratchgpt.hub.export import export_model
 
-    model, tokenizer = load_model(args.model)
-    style_name = model_prompt_style(args.model)
-    style = get_prompt_style(style_name) if style_name else None
-    for path in export_hf(model, tokenizer, args.out, style):
+    for path in export_model(args.model, args.out, args.dtype):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -536,17 +531,25 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_download)
 
     export = add_command(
-        commands, "export", help="write a model in another format (Hugging Face's GPT-2)",
+        commands, "export", help="write a model as a Hugging Face directory (GPT-2, Llama 3, "
+                                 "Qwen3, Gemma 3)",
         description="Write MODEL as a directory that transformers' "
-                    "GPT2LMHeadModel.from_pretrained(DIR) loads with identical logits.",
-        examples=["scratchgpt export runs/book --format hf --out book-hf"],
+                    "AutoModelForCausalLM.from_pretrained(DIR) loads with identical logits: "
+                    "a GPT-2 as GPT-2, a Llama 3, Qwen3 or Gemma 3 (or a model fine-tuned "
+                    "from one) as its family, with its tokenizer and chat template.",
+        examples=["scratchgpt export runs/book --format hf --out book-hf",
+                  "scratchgpt export Qwen/Qwen3-0.6B --out qwen3-copy"],
     )
     export.add_argument("model", metavar="MODEL", help=MODEL_SPEC_HELP)
     export.add_argument("--format", choices=["hf"], default="hf",
-                        help="hf: Hugging Face's GPT-2 layout, config.json + model.safetensors "
-                             "+ vocab.json + merges.txt (default, and the only one so far)")
+                        help="hf: Hugging Face's layout, config.json + model.safetensors + the "
+                             "tokenizer's files (default, and the only one so far)")
     export.add_argument("--out", required=True, metavar="DIR",
                         help="the directory to write (created if missing)")
+    export.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
+                        help="the weights' dtype in DIR (default: the dtype MODEL stores them "
+                             "in: a Hugging Face directory's config.json torch_dtype, else "
+                             "fp32)")
     export.set_defaults(func=_export)
 
     _add_finetune(commands)

@@ -17,6 +17,7 @@ from scratchgpt.cli.parsing import (
     MODEL_SPEC_HELP,
     add_allow_special_flag,
     add_command,
+    add_dtype_flag,
     add_encoding_errors_flag,
 )
 
@@ -74,7 +75,7 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
     from scratchgpt.hub.gpt2 import load_model
 
     data = load_mmlu(dataset_path(args.data, "benchmark"), args.subjects, args.limit)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, args.dtype)
     result = evaluate_mmlu(model, tokenizer, data, shots=args.shots,
                            batch_size=args.batch_size, progress=not args.json)
     record, path = save_evaluation("mmlu", args.model, f"mmlu-{args.shots}shot",
@@ -88,7 +89,7 @@ def _evaluate_perplexity(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.records import record_name, save_evaluation
     from scratchgpt.hub.gpt2 import load_model
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, args.dtype)
     result = file_perplexity(model, tokenizer, args.data, args.context, args.stride,
                              args.batch_size, encoding_errors=args.encoding_errors,
                              allowed_special="all" if args.allow_special else frozenset(),
@@ -181,11 +182,11 @@ def _add_perplexity(tasks: argparse._SubParsersAction) -> None:
                     "stride: more context, more compute). Saved as "
                     "MODEL_DIR/eval/perplexity-FILE.json.",
         examples=["scratchgpt evaluate perplexity --model runs/first --data "
-                  "../shared/assets/corpora/the-verdict.txt",
+                  "../shared/assets/corpora/the-verdict.txt --context 128 --json",
                   "scratchgpt evaluate perplexity --model gpt2-124M --data book.txt "
                   "--stride 512",
-                  "scratchgpt evaluate perplexity --model runs/first --data notes.txt "
-                  "--context 128 --json"],
+                  "scratchgpt evaluate perplexity --model Qwen/Qwen3-0.6B --data book.txt "
+                  "--context 2048 --dtype bf16"],
     )
     perplexity.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     perplexity.add_argument("--data", required=True, metavar="FILE",
@@ -196,6 +197,7 @@ def _add_perplexity(tasks: argparse._SubParsersAction) -> None:
                             help="tokens between window starts (default: half the window)")
     perplexity.add_argument("--batch-size", type=int, default=4, metavar="N",
                             help="windows in one forward pass (default: 4)")
+    add_dtype_flag(perplexity)
     add_encoding_errors_flag(perplexity)
     add_allow_special_flag(perplexity)
     _add_json_flag(perplexity)
@@ -212,10 +214,11 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
                     "humanities, social sciences, other), overall (micro: all questions; "
                     "macro: the mean of the subjects). Chance is 25%; GPT-2 124M scores about "
                     "26%. Saved as MODEL_DIR/eval/mmlu-Nshot.json.",
-        examples=["scratchgpt evaluate mmlu --model gpt2-124M --data mmlu --shots 5",
+        examples=["scratchgpt evaluate mmlu --model gpt2-124M --data mmlu --shots 5 --json",
                   "scratchgpt evaluate mmlu --model runs/assistant --data mmlu --subjects "
                   "astronomy virology --limit 50",
-                  "scratchgpt evaluate mmlu --model runs/first --data cais-mmlu/ --json"],
+                  "scratchgpt evaluate mmlu --model meta-llama/Llama-3.2-1B --data mmlu "
+                  "--shots 5 --dtype bf16"],
     )
     mmlu.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPEC_HELP)
     mmlu.add_argument("--data", required=True, metavar="DIR",
@@ -235,6 +238,7 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
                       help="questions scored in one forward pass (default: 8)")
     mmlu.add_argument("--per-subject", action="store_true",
                       help="print every subject's accuracy, not just the categories")
+    add_dtype_flag(mmlu)
     _add_json_flag(mmlu)
     mmlu.set_defaults(func=_evaluate_mmlu, command="evaluate mmlu")
 

@@ -15,6 +15,7 @@ from scratchgpt.cli.parsing import (
     TOKENIZER_SPEC_HELP,
     add_allow_special_flag,
     add_command,
+    add_dtype_flag,
     add_encoding_errors_flag,
 )
 
@@ -28,7 +29,7 @@ def _viz_attention(args: argparse.Namespace) -> int:
     from scratchgpt.hub.gpt2 import load_model
     from scratchgpt.viz.attention import attention_maps, plot_attention
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, args.dtype)
     maps = attention_maps(model, tokenizer, args.text, args.layer, args.head,
                           max_tokens=args.max_tokens, name=Path(args.model).name)
     if maps.truncated:
@@ -122,11 +123,14 @@ def _add_attention(tasks: argparse._SubParsersAction) -> None:
                     "head of --layer (or of every layer, a grid): query tokens down the side, "
                     "the tokens they attend to along the bottom, the future (which a causal "
                     "model may not see) hatched. The weights are recorded from the model as it "
-                    "computes.",
+                    "computes. Models with grouped-query attention (Llama 3, Qwen3, Gemma 3) "
+                    "are drawn per query head, saying which query heads share a key/value "
+                    "head; sliding-window layers (Gemma 3's local ones) say their window and "
+                    "hatch what lies beyond it.",
         examples=["scratchgpt viz attention --model runs/first --text \"The list is sorted "
                   "in place\" --layer 0 --out attention.png",
-                  "scratchgpt viz attention --model gpt2-124M --text \"The cat sat on the mat\" "
-                  "--layer 5 --head 1 --out head.png",
+                  "scratchgpt viz attention --model Qwen/Qwen3-0.6B --text \"The cat sat on "
+                  "the mat\" --layer 5 --head 1 --out head.png",
                   "scratchgpt viz attention --model runs/first --text \"def f(x):\" "
                   "--out all-layers.png"],
     )
@@ -137,10 +141,11 @@ def _add_attention(tasks: argparse._SubParsersAction) -> None:
     attention.add_argument("--layer", type=int, metavar="N",
                            help="the layer, from 0 (default: every layer, a grid)")
     attention.add_argument("--head", type=int, metavar="N",
-                           help="one head, from 0, drawn large with its weights written in "
-                                "(default: every head)")
+                           help="one (query) head, from 0, drawn large with its weights "
+                                "written in (default: every head)")
     attention.add_argument("--max-tokens", type=int, default=40, metavar="N",
                            help="draw the first N tokens (default: 40, readable)")
+    add_dtype_flag(attention)
     attention.set_defaults(func=_viz_attention, command="viz attention")
 
 

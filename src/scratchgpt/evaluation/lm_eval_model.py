@@ -9,10 +9,14 @@ Importing this module registers the model type ``scratchgpt``::
     results = lm_eval.simple_evaluate(model="scratchgpt", model_args="pretrained=runs/base",
                                       tasks=["mmlu"], num_fewshot=5)
 
-or, with a model already loaded, ``simple_evaluate(model=ScratchGPTLM(model=m,
-tokenizer=t), ...)``. The harness builds the prompts; this class only answers its three
-kinds of request, with the same code as :mod:`.mmlu` (so the two give the same MMLU scores,
-which ``tests/test_mmlu.py`` checks):
+(``pretrained=Qwen/Qwen3-0.6B,dtype=bf16`` for one of today's open models), or, with a model
+already loaded, ``simple_evaluate(model=ScratchGPTLM(model=m, tokenizer=t), ...)``. The
+harness builds the prompts; this class only answers its three kinds of request, with the
+same code as :mod:`.mmlu` (so the two give the same MMLU scores, which
+``tests/test_mmlu.py`` checks). Texts are encoded as the harness's ``hf`` model encodes them,
+with the model's BOS first where its tokenizer puts one (Llama 3, Gemma 3), so the
+log-likelihoods are those of ``lm_eval --model hf`` on the same directory
+(``tests/test_open_model_evaluate.py``):
 
 * ``loglikelihood``: how likely a continuation is after a context
   (:func:`.mmlu.score_continuations`);
@@ -53,9 +57,12 @@ class ScratchGPTLM(TemplateLM):
     """A :class:`GPTModel` and its tokenizer as an lm-evaluation-harness language model.
 
     Give either ``pretrained`` (anything :func:`scratchgpt.hub.gpt2.load_model` loads: a run
-    directory, ``gpt2-124M``, a Hugging Face or OpenAI directory) or ``model`` and
-    ``tokenizer``. ``batch_size`` is how many inputs share a forward pass (``"auto"`` picks
-    the default); ``device`` moves the model (``cuda``, ``cpu``).
+    directory, ``gpt2-124M``, a Hugging Face or OpenAI directory, a Llama 3, Qwen3 or Gemma 3
+    directory or its ``ORG/NAME``), loaded in ``dtype`` (``auto``, ``fp32``, ``bf16``,
+    ``fp16``, or the ``hf`` model's ``float32``, ``bfloat16``, ``float16``; default
+    ``fp32``), or ``model`` and ``tokenizer``. ``batch_size`` is how many inputs share a
+    forward pass (``"auto"`` picks the default); ``device`` moves the model (``cuda``,
+    ``cpu``).
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class ScratchGPTLM(TemplateLM):
         *,
         model: GPTModel | None = None,
         tokenizer: Tokenizer | None = None,
+        dtype: str | None = None,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         device: str | None = None,
         max_batch_size: int | None = None,
@@ -74,7 +82,10 @@ class ScratchGPTLM(TemplateLM):
         if pretrained is not None:
             from scratchgpt.hub.gpt2 import load_model
 
-            model, tokenizer = load_model(pretrained)
+            model, tokenizer = load_model(pretrained, _dtype_name(dtype or "fp32"))
+        elif dtype is not None:
+            raise ValueError("dtype= goes with pretrained=: it is the dtype the weights load "
+                             "in; cast a model given as model= before passing it")
         if tokenizer is None:
             raise ValueError("model= needs its tokenizer=")
         assert model is not None
@@ -82,17 +93,25 @@ class ScratchGPTLM(TemplateLM):
             model = model.to(device)
         self.model = model.eval()
         self.tok = tokenizer
+        self.eos_id = tokenizer.eot_id if pretrained is None else _eos_id(pretrained, tokenizer)
         self.batch_size = _batch_size(batch_size, max_batch_size)
 
     # -- what TemplateLM needs ---------------------------------------------------------------
     @property
     def eot_token_id(self) -> int:
-        """``<|endoftext|>``: the context of a continuation that has none, and the token a
-        rolling log-likelihood starts from."""
-        if self.tok.eot_id is None:
-            raise ValueError("this tokenizer has no <|endoftext|> token, so an empty context "
+        """The end-of-text token: a Hugging Face directory's ``eos_token``, as the ``hf``
+        model takes it, else ``<|endoftext|>``."""
+        if self.eos_id is None:
+            raise ValueError("this tokenizer has no end-of-text token, so an empty context "
                              "cannot be scored")
-        return self.tok.eot_id
+        return self.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The context of a continuation that has none, and the token a rolling
+        log-likelihood starts from: the BOS of a tokenizer that has one (Llama 3, Gemma 3),
+        else the end-of-text token, as the ``hf`` model picks it."""
+        return self.tok.bos_id if self.tok.bos_id is not None else self.eot_token_id
 
     @property
     def max_length(self) -> int:
@@ -108,7 +127,9 @@ class ScratchGPTLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None,
                    **kwargs: Any) -> list[int]:
-        return encode(self.tok, string)
+        """``string``'s ids, with the model's BOS first unless ``add_special_tokens=False``
+        (the harness asks that of a continuation scored after an empty context)."""
+        return encode(self.tok, string, add_special_tokens=add_special_tokens is not False)
 
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tok.decode(tokens)
@@ -123,7 +144,7 @@ class ScratchGPTLM(TemplateLM):
         return scores
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        """Each text's log-likelihood after ``<|endoftext|>``, every token predicted once,
+        """Each text's log-likelihood after the prefix token, every token predicted once,
         from up to a full context of the tokens before it (lm_eval's rolling windows)."""
         pieces: list[tuple[int, list[int], list[int]]] = []  # (request, context, continuation)
         for n, request in enumerate(requests):
@@ -164,11 +185,28 @@ class ScratchGPTLM(TemplateLM):
                 texts = generate_batch_text(
                     self.model, self.tok, [requests[n].args[0] for n in chunk], max_tokens,
                     temperature=temperature, top_k=kwargs.get("top_k"),
-                    top_p=kwargs.get("top_p"), stop=until)
+                    top_p=kwargs.get("top_p"), stop=until,
+                    stop_ids=None if self.eos_id is None else [self.eos_id])
                 for n, text in zip(chunk, texts, strict=True):
                     outputs[n] = text
                     self.cache_hook.add_partial("generate_until", requests[n].args, text)
         return outputs
+
+
+def _eos_id(pretrained: str | Path, tokenizer: Tokenizer) -> int | None:
+    """The id of the ``eos_token`` of ``tokenizer_config.json`` where the model's directory
+    has one (Qwen3's instruction-tuned models: ``<|im_end|>``), else ``<|endoftext|>``."""
+    from scratchgpt.data.chat_templates import read_special_tokens
+    from scratchgpt.hub.gpt2 import resolve_model
+
+    eos = read_special_tokens(resolve_model(pretrained)).get("eos_token")
+    return tokenizer.special_tokens.get(eos, tokenizer.eot_id) if eos else tokenizer.eot_id
+
+
+def _dtype_name(dtype: str) -> str:
+    """``dtype`` as :func:`~scratchgpt.hub.gpt2.load_model` names it: the ``hf`` model's
+    torch names (``bfloat16``) become ours (``bf16``)."""
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
 
 
 def _batch_size(batch_size: int | str, max_batch_size: int | None) -> int:

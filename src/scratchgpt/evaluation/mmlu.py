@@ -26,8 +26,10 @@ questions in file order with their answers, then the question::
 **The score.** No text is generated. The model is asked how likely each answer letter is as
 the continuation — the log-probability of the tokens of ``" A"``, ``" B"``, ``" C"``,
 ``" D"`` after the prompt — and the most likely letter is its answer (the first, in a tie).
-A prompt longer than the model's context loses tokens from its start, as lm-evaluation-harness
-trims it. Four choices make 25% the accuracy of guessing; GPT-2 124M scores about 26%.
+The prompt's ids are those the model's own tokenizer gives, as transformers' does: Llama 3's
+and Gemma 3's begin with their BOS token (:func:`encode`). A prompt longer than the model's
+context loses tokens from its start, as lm-evaluation-harness trims it. Four choices make 25%
+the accuracy of guessing; GPT-2 124M scores about 26%.
 
 **The numbers.** Accuracy per subject; per category (STEM, humanities, social sciences,
 other: lm-evaluation-harness's groups), over all of its questions; and overall both *micro*
@@ -301,10 +303,17 @@ def mmlu_prompt(subject: str, question: Question, examples: Sequence[Question] =
     return header + shots + format_question(question)
 
 
-def encode(tokenizer: Tokenizer, text: str) -> list[int]:
-    """``text`` as ids; a special token's spelling in it becomes that token, as Hugging Face
-    tokenizers (and so lm-evaluation-harness's ``hf`` models) treat it."""
-    return tokenizer.encode(text, allowed_special="all")
+def encode(tokenizer: Tokenizer, text: str, *, add_special_tokens: bool = True) -> list[int]:
+    """``text`` as ids, as transformers' tokenizer (and so lm-evaluation-harness's ``hf``
+    model) gives them: a special token's spelling in it becomes that token, and, with
+    ``add_special_tokens``, the text is framed as the model's tokenizer frames it
+    (:meth:`~scratchgpt.tokenizers.base.Tokenizer.post_process`: Llama's and Gemma's BOS
+    first; GPT-2 and Qwen add nothing), unless it already starts with that BOS (as the
+    harness checks)."""
+    ids = tokenizer.encode(text, allowed_special="all")
+    if add_special_tokens and (tokenizer.bos_id is None or ids[:1] != [tokenizer.bos_id]):
+        ids = tokenizer.post_process(ids)
+    return ids
 
 
 def encode_choices(
@@ -313,8 +322,9 @@ def encode_choices(
     """The context's ids, and each continuation's, split as lm-evaluation-harness splits
     them: whitespace at the end of the context moves to the continuation, context and
     continuation are encoded together, and the continuation is what follows the context's
-    own encoding (so a token that would straddle the two is not split apart). The context is
-    encoded once for all the continuations."""
+    own encoding (so a token that would straddle the two is not split apart; the model's BOS,
+    if it has one, is the context's first id). The context is encoded once for all the
+    continuations."""
     cut = len(context.rstrip())
     context, moved = context[:cut], context[cut:]
     context_ids = encode(tokenizer, context)

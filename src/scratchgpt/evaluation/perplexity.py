@@ -17,6 +17,10 @@ so a long text is scored window by window, exactly as the transformers documenta
 * the negative log-likelihoods are summed over the scored tokens, and
   ``perplexity = exp(total_nll / scored_tokens)``.
 
+A text is tokenized as the model's own tokenizer does it for transformers
+(``tokenizer(text)``): Llama 3 and Gemma 3 put their BOS token first, which is never scored
+itself but is the context the text's first token is scored in.
+
 A smaller stride gives each token more context (a lower, truer perplexity) for more compute:
 ``context_length / stride`` forward passes per ``context_length`` tokens.
 
@@ -35,7 +39,8 @@ longer than a multiple of it) is skipped, where the loop would divide 0 by 0.
 
 Windows of equal length (all but perhaps the last) go through the model ``batch_size`` at a
 time, and only the scored positions go through the output layer, in chunks: with a 50,257
-token vocabulary the logits are the big tensor.
+token vocabulary the logits are the big tensor. The logits go to float32 before the loss, so
+a model loaded in bf16 or fp16 (``--dtype``) still computes and sums its losses in float32.
 """
 
 from __future__ import annotations
@@ -197,14 +202,16 @@ def file_perplexity(
     progress: bool = True,
 ) -> PerplexityResult:
     """The perplexity of ``model`` on the UTF-8 text file ``path``, tokenized by ``tokenizer``
-    (see :func:`sliding_window_nll` for the other arguments). ``encoding_errors="replace"``
-    reads bytes that are not UTF-8 as U+FFFD; ``allowed_special="all"`` encodes special tokens
-    spelled in the text (``<|endoftext|>``) as themselves."""
+    as one text, as transformers' tokenizer would (Llama 3's and Gemma 3's BOS first: the
+    context of the text's first token; see :func:`sliding_window_nll` for the other
+    arguments). ``encoding_errors="replace"`` reads bytes that are not UTF-8 as U+FFFD;
+    ``allowed_special="all"`` encodes special tokens spelled in the text (``<|endoftext|>``)
+    as themselves."""
     text = read_text_file(path, encoding_errors)
     if not text.strip():
         raise ValueError(f"{path} is empty: there is no text to score")
-    ids = encode_text(tokenizer, text, source=str(path), allowed_special=allowed_special,
-                      progress=progress)
+    ids = tokenizer.post_process(encode_text(
+        tokenizer, text, source=str(path), allowed_special=allowed_special, progress=progress))
     return sliding_window_nll(model, ids, context_length, stride, batch_size,
                               progress=progress, source=str(path))
 

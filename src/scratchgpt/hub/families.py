@@ -1,8 +1,14 @@
 """Today's open model families as data: Llama 3, Qwen3 and Gemma 3 in our :class:`GPTModel`.
 
 For each Hugging Face ``model_type`` a :class:`Family` says how its ``config.json`` maps onto
-:class:`ModelConfig` (the switches that set it apart from GPT-2) and how its weight names map
-onto ours. The model itself knows nothing of families; adding one is adding an entry here.
+:class:`ModelConfig` and back, and how its weight names map onto ours and back. The model
+itself knows nothing of families; adding one is adding an entry here.
+
+Each family is its *design*: the :class:`ModelConfig` switches every model of it has (Llama:
+RMSNorm and SwiGLU; Qwen3: the same plus QK-norm; Gemma 3: RMSNorm scaled by ``1 + weight``,
+GeGLU, four norms per block, ...). Reading a config.json sets them; a ModelConfig, which
+records no family name, is of the one family whose design it has (:func:`family_of_model`),
+which is how a model trained here (a run directory) is written back as a family.
 
 ==========================================  ==============================================
 Hugging Face (``model.`` prefix)            scratchgpt
@@ -20,8 +26,10 @@ Hugging Face (``model.`` prefix)            scratchgpt
 ==========================================  ==============================================
 
 Both name ``nn.Linear`` weights ``[out, in]``: every tensor is passed on as it is, except the
-stacked ones, which are concatenated (one copy, of the attention and gated projections).
-Nothing here imports ``transformers``: configs are dicts, state dicts ``{name: tensor}``.
+stacked ones, which are concatenated as they load (one copy, of the attention and gated
+projections) and split as they are written. :func:`_tensor_names` lists the pairs, for both
+directions. Nothing here imports ``transformers``: configs are dicts, state dicts
+``{name: tensor}``.
 """
 
 from __future__ import annotations
@@ -37,28 +45,56 @@ from scratchgpt.config import ModelConfig
 
 @dataclass(frozen=True)
 class Family:
-    """One Hugging Face ``model_type``: its ModelConfig switches and its block norms' names."""
+    """One Hugging Face ``model_type``: its design, what its config.json says beyond the
+    shape every family shares (both ways), and its block norms' names."""
 
     model_type: str
-    activation: str  # the feed-forward activation its config.json must name
-    switches: Callable[[Mapping[str, Any]], dict[str, Any]]  # config.json -> ModelConfig fields
+    architecture: str  # config.json's "architectures": the transformers class that loads it
+    design: dict[str, Any]  # the ModelConfig fields every model of the family has
+    read: Callable[[Mapping[str, Any]], dict[str, Any]]  # config.json -> more ModelConfig
+    write: Callable[[ModelConfig], dict[str, Any]]  # ModelConfig -> more config.json keys
+    activation: tuple[str, str]  # the feed-forward activation: config.json key, its value
     block_norms: dict[str, str]  # HF name in a layer -> our name in a block
 
 
-def _llama(hf: Mapping[str, Any]) -> dict[str, Any]:
+# -- each family's design and its own config.json keys ---------------------------------------
+LLAMA_DESIGN = {
+    "pos_encoding": "rope", "norm": "rmsnorm", "ffn": "swiglu", "qk_norm": False,
+    "norms_per_block": 2, "scale_embeddings": False, "query_pre_attn_scalar": None,
+    "sliding_window": None, "rope_local_base": None,
+}
+QWEN3_DESIGN = {**LLAMA_DESIGN, "qk_norm": True, "qkv_bias": False, "proj_bias": False}
+GEMMA3_DESIGN = {
+    "pos_encoding": "rope", "norm": "rmsnorm_plus_one", "ffn": "geglu", "qk_norm": True,
+    "norms_per_block": 4, "scale_embeddings": True, "qkv_bias": False, "proj_bias": False,
+}
+
+
+def _read_llama(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Llama 3: RMSNorm, SwiGLU, grouped-query attention, rotary base 500,000 scaled "llama3"."""
-    return {"norm": "rmsnorm", "ffn": "swiglu", **_rope(_rope_table(hf, "full_attention"))}
+    return _rope(_rope_table(hf, "full_attention"))
 
 
-def _qwen3(hf: Mapping[str, Any]) -> dict[str, Any]:
+def _write_llama(config: ModelConfig) -> dict[str, Any]:
+    if config.qkv_bias != config.proj_bias:
+        raise ValueError(f"Llama's attention_bias puts biases on q, k, v and o, and mlp_bias on "
+                         f"the feed-forward; a model with qkv_bias={config.qkv_bias} and "
+                         f"proj_bias={config.proj_bias} has them apart")
+    return {"mlp_bias": config.proj_bias, **_rope_to_hf(config)}
+
+
+def _read_qwen3(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Qwen3: Llama's block plus QK-norm; rotary base 1,000,000; small models tie embeddings."""
     if hf.get("use_sliding_window"):
         raise ValueError("config.json: Qwen3 with use_sliding_window is not supported")
-    return {"norm": "rmsnorm", "ffn": "swiglu", "qk_norm": True,
-            **_rope(_rope_table(hf, "full_attention"))}
+    return _rope(_rope_table(hf, "full_attention"))
 
 
-def _gemma3(hf: Mapping[str, Any]) -> dict[str, Any]:
+def _write_qwen3(config: ModelConfig) -> dict[str, Any]:
+    return {"use_sliding_window": False, "sliding_window": None, **_rope_to_hf(config)}
+
+
+def _read_gemma3(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Gemma 3: RMSNorm scaled by ``1 + weight``, four norms per block, GeGLU, QK-norm,
     embeddings times sqrt(emb_dim), scores scaled by ``query_pre_attn_scalar``, and five local
     (sliding-window) layers to one global one, each kind with its own rotary base."""
@@ -69,19 +105,36 @@ def _gemma3(hf: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("config.json: use_bidirectional_attention is not supported")
     local = _rope_table(hf, "sliding_attention")
     return {
-        "norm": "rmsnorm_plus_one", "ffn": "geglu", "qk_norm": True, "norms_per_block": 4,
-        "scale_embeddings": True, "query_pre_attn_scalar": float(hf["query_pre_attn_scalar"]),
-        **_sliding_layers(hf), "rope_local_base": float(local.get("rope_theta", 10000.0)),
+        "query_pre_attn_scalar": float(hf["query_pre_attn_scalar"]), **_sliding_layers(hf),
+        "rope_local_base": float(local.get("rope_theta", 10000.0)),
         **_rope(_rope_table(hf, "full_attention")),
     }
 
 
+def _write_gemma3(config: ModelConfig) -> dict[str, Any]:
+    """Gemma's own keys; the rotary scaling, if any, is the global layers' (as in Gemma 3 4B)."""
+    local_base = config.rope_local_base if config.rope_local_base is not None else config.rope_base
+    layer_types = ["sliding_attention" if config.is_local_layer(i) else "full_attention"
+                   for i in range(config.n_layers)]
+    scalar = config.query_pre_attn_scalar or config.head_dim  # transformers 5 wants an int
+    return {
+        "query_pre_attn_scalar": int(scalar) if float(scalar).is_integer() else scalar,
+        "sliding_window": config.sliding_window, "layer_types": layer_types,
+        "sliding_window_pattern": config.global_layer_every,  # (transformers before 4.53)
+        "rope_local_base_freq": local_base, **_rope_to_hf(config),
+        "final_logit_softcapping": None, "attn_logit_softcapping": None,
+    }
+
+
 FAMILIES: dict[str, Family] = {
-    "llama": Family("llama", "silu", _llama,
+    "llama": Family("llama", "LlamaForCausalLM", LLAMA_DESIGN, _read_llama, _write_llama,
+                    ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
-    "qwen3": Family("qwen3", "silu", _qwen3,
+    "qwen3": Family("qwen3", "Qwen3ForCausalLM", QWEN3_DESIGN, _read_qwen3, _write_qwen3,
+                    ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
-    "gemma3_text": Family("gemma3_text", "gelu_pytorch_tanh", _gemma3,
+    "gemma3_text": Family("gemma3_text", "Gemma3ForCausalLM", GEMMA3_DESIGN, _read_gemma3,
+                          _write_gemma3, ("hidden_activation", "gelu_pytorch_tanh"),
                           {"input_layernorm": "norm1", "post_attention_layernorm": "post_att_norm",
                            "pre_feedforward_layernorm": "norm2",
                            "post_feedforward_layernorm": "post_ff_norm"}),
@@ -97,36 +150,87 @@ def family_of(hf_config: Mapping[str, Any]) -> Family:
     return FAMILIES[model_type]
 
 
+def family_of_model(config: ModelConfig) -> Family:
+    """The family whose design ``config`` has (a ModelConfig records no family name). The
+    error says, for each family, which switches would have to change."""
+    for family in FAMILIES.values():
+        if all(getattr(config, field) == value for field, value in family.design.items()):
+            return family
+    needs = "; ".join(
+        f"{family.model_type} needs " + ", ".join(
+            f"{field}={value!r} (not {getattr(config, field)!r})"
+            for field, value in family.design.items() if getattr(config, field) != value)
+        for family in FAMILIES.values())
+    raise ValueError(f"no Hugging Face family has this model's design: {needs}")
+
+
+# -- config.json <-> ModelConfig -------------------------------------------------------------
 def model_config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
     """The :class:`ModelConfig` of a Hugging Face config.json (as a dict) of a known family."""
     family = family_of(hf_config)
     hf = hf_config
+    expected = family.activation[1]
     activation = hf.get("hidden_activation") or hf.get("hidden_act")
-    if activation != family.activation:
+    if activation != expected:
         raise ValueError(f"config.json: activation {activation!r}; {family.model_type} "
-                         f"models use {family.activation!r}")
+                         f"models use {expected!r}")
     bias = bool(hf.get("attention_bias", False))
     if bool(hf.get("mlp_bias", False)) != bias:
         raise ValueError("config.json: attention_bias and mlp_bias must agree")
     heads = hf["num_attention_heads"]
-    return ModelConfig(
-        vocab_size=hf["vocab_size"],
-        context_length=hf["max_position_embeddings"],
-        emb_dim=hf["hidden_size"],
-        n_heads=heads,
-        n_layers=hf["num_hidden_layers"],
-        n_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_size=hf.get("head_dim") or hf["hidden_size"] // heads,
-        hidden_dim=hf["intermediate_size"],
-        layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        tie_weights=bool(hf.get("tie_word_embeddings", False)),
-        qkv_bias=bias,
-        proj_bias=bias,
-        pos_encoding="rope",
-        drop_rate=0.0,
-        init="pytorch",  # the weights come from the checkpoint
-        **family.switches(hf),
-    )
+    fields = {
+        "vocab_size": hf["vocab_size"],
+        "context_length": hf["max_position_embeddings"],
+        "emb_dim": hf["hidden_size"],
+        "n_heads": heads,
+        "n_layers": hf["num_hidden_layers"],
+        "n_kv_heads": hf.get("num_key_value_heads") or heads,
+        "head_size": hf.get("head_dim") or hf["hidden_size"] // heads,
+        "hidden_dim": hf["intermediate_size"],
+        "layer_norm_eps": hf.get("rms_norm_eps", 1e-6),
+        "tie_weights": bool(hf.get("tie_word_embeddings", False)),
+        "qkv_bias": bias,
+        "proj_bias": bias,
+        "drop_rate": 0.0,
+        "init": "pytorch",  # the weights come from the checkpoint
+    }
+    return ModelConfig(**{**fields, **family.design, **family.read(hf)})
+
+
+def hf_config_from_model(config: ModelConfig) -> dict[str, Any]:
+    """The config.json (as a dict) of ``config``'s family (:func:`family_of_model`), the
+    inverse of :func:`model_config_from_hf`. Rotary settings are written as the published
+    config.json files of these models write them (``rope_theta``, ``rope_scaling``, Gemma's
+    ``rope_local_base_freq``), which transformers 4 reads and transformers 5 turns into its
+    ``rope_parameters`` as it loads. Raises ``ValueError`` for a model no family expresses."""
+    family = family_of_model(config)
+    key, activation = family.activation
+    return {
+        "model_type": family.model_type,
+        "architectures": [family.architecture],
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.context_length,
+        "hidden_size": config.emb_dim,
+        "num_attention_heads": config.n_heads,
+        "num_hidden_layers": config.n_layers,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "intermediate_size": config.ffn_dim,
+        "rms_norm_eps": config.layer_norm_eps,
+        "tie_word_embeddings": config.tie_weights,
+        "attention_bias": config.qkv_bias,
+        key: activation,
+        **family.write(config),
+    }
+
+
+# The rotary scalings: rope_type -> {its config.json key: our ModelConfig field}.
+ROPE_SCALINGS: dict[str, dict[str, str]] = {
+    "linear": {"factor": "rope_factor"},
+    "llama3": {"factor": "rope_factor", "low_freq_factor": "rope_low_freq_factor",
+               "high_freq_factor": "rope_high_freq_factor",
+               "original_max_position_embeddings": "rope_original_context_length"},
+}
 
 
 def _rope_table(hf: Mapping[str, Any], layer_type: str) -> dict[str, Any]:
@@ -145,18 +249,26 @@ def _rope(params: Mapping[str, Any]) -> dict[str, Any]:
     """ModelConfig's rotary fields from one rotary table of config.json."""
     kind = params.get("rope_type", params.get("type", "default"))
     fields: dict[str, Any] = {"rope_base": float(params.get("rope_theta", 10000.0))}
-    if kind == "linear":
-        fields.update(rope_scaling="linear", rope_factor=float(params["factor"]))
-    elif kind == "llama3":
-        fields.update(
-            rope_scaling="llama3", rope_factor=float(params["factor"]),
-            rope_low_freq_factor=float(params["low_freq_factor"]),
-            rope_high_freq_factor=float(params["high_freq_factor"]),
-            rope_original_context_length=int(params["original_max_position_embeddings"]))
-    elif kind != "default":
+    if kind == "default":
+        return fields
+    if kind not in ROPE_SCALINGS:
         raise ValueError(f"config.json: rope_type {kind!r} is not supported "
-                         "(default, linear or llama3)")
+                         f"(default, {', '.join(ROPE_SCALINGS)})")
+    fields["rope_scaling"] = kind
+    for key, field in ROPE_SCALINGS[kind].items():
+        number = int if field == "rope_original_context_length" else float
+        fields[field] = number(params[key])
     return fields
+
+
+def _rope_to_hf(config: ModelConfig) -> dict[str, Any]:
+    """``rope_theta`` and ``rope_scaling`` (None, or the scaling's table) of ``config``."""
+    scaling = None
+    if config.rope_scaling != "none":
+        scaling = {"rope_type": config.rope_scaling,
+                   **{key: getattr(config, field)
+                      for key, field in ROPE_SCALINGS[config.rope_scaling].items()}}
+    return {"rope_theta": config.rope_base, "rope_scaling": scaling}
 
 
 def _sliding_layers(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,6 +291,30 @@ def _sliding_layers(hf: Mapping[str, Any]) -> dict[str, Any]:
             "global_layer_every": every}
 
 
+# -- weights ---------------------------------------------------------------------------------
+def _tensor_names(family: Family, config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """Each tensor of a ``GPTModel(config)`` of ``family`` but the output layer, with the
+    Hugging Face tensors it holds: one, or several stacked by rows in this order."""
+    names = [("tok_emb.weight", ("model.embed_tokens.weight",)),
+             ("final_norm.scale", ("model.norm.weight",))]
+    kinds = ["weight", "bias"] if config.qkv_bias else ["weight"]
+    for i in range(config.n_layers):
+        we, hf = f"blocks.{i}.", f"model.layers.{i}."
+        for kind in kinds:
+            names += [
+                (f"{we}att.qkv.{kind}", tuple(f"{hf}self_attn.{p}_proj.{kind}" for p in "qkv")),
+                (f"{we}att.out_proj.{kind}", (f"{hf}self_attn.o_proj.{kind}",)),
+                (f"{we}ff.fc.{kind}", (f"{hf}mlp.gate_proj.{kind}", f"{hf}mlp.up_proj.{kind}")),
+                (f"{we}ff.out_proj.{kind}", (f"{hf}mlp.down_proj.{kind}",)),
+            ]
+        if config.qk_norm:
+            names += [(f"{we}att.{h}_norm.scale", (f"{hf}self_attn.{h}_norm.weight",))
+                      for h in "qk"]
+        names += [(f"{we}{ours}.scale", (f"{hf}{theirs}.weight",))
+                  for theirs, ours in family.block_norms.items()]
+    return names
+
+
 def state_dict_from_hf(
     hf_state: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any]
 ) -> dict[str, torch.Tensor]:
@@ -191,7 +327,6 @@ def state_dict_from_hf(
     """
     family = family_of(hf_config)
     state = dict(hf_state)
-    ours: dict[str, torch.Tensor] = {}
 
     def take(name: str) -> torch.Tensor:
         try:
@@ -199,8 +334,10 @@ def state_dict_from_hf(
         except KeyError:
             raise KeyError(f"{family.model_type} weights have no {name!r}") from None
 
-    ours["tok_emb.weight"] = take("model.embed_tokens.weight")
-    ours["final_norm.scale"] = take("model.norm.weight")
+    ours: dict[str, torch.Tensor] = {}
+    for our_name, hf_names in _tensor_names(family, model_config_from_hf(hf_config)):
+        parts = [take(name) for name in hf_names]
+        ours[our_name] = parts[0] if len(parts) == 1 else torch.cat(parts)
     lm_head = state.pop("lm_head.weight", None)
     if hf_config.get("tie_word_embeddings", False):
         ours["out_head.weight"] = ours["tok_emb.weight"]
@@ -208,25 +345,38 @@ def state_dict_from_hf(
         raise KeyError(f"{family.model_type} weights have no 'lm_head.weight' (untied)")
     else:
         ours["out_head.weight"] = lm_head
-    for i in range(hf_config["num_hidden_layers"]):
-        hf, we = f"model.layers.{i}.", f"blocks.{i}."
-        for kind in ("weight", "bias"):
-            if f"{hf}self_attn.q_proj.{kind}" in state:
-                ours[f"{we}att.qkv.{kind}"] = torch.cat(
-                    [take(f"{hf}self_attn.{p}_proj.{kind}") for p in "qkv"])
-            if f"{hf}self_attn.o_proj.{kind}" in state:
-                ours[f"{we}att.out_proj.{kind}"] = take(f"{hf}self_attn.o_proj.{kind}")
-            if f"{hf}mlp.gate_proj.{kind}" in state:
-                ours[f"{we}ff.fc.{kind}"] = torch.cat(
-                    [take(f"{hf}mlp.gate_proj.{kind}"), take(f"{hf}mlp.up_proj.{kind}")])
-            if f"{hf}mlp.down_proj.{kind}" in state:
-                ours[f"{we}ff.out_proj.{kind}"] = take(f"{hf}mlp.down_proj.{kind}")
-        for head in ("q", "k"):
-            if f"{hf}self_attn.{head}_norm.weight" in state:
-                ours[f"{we}att.{head}_norm.scale"] = take(f"{hf}self_attn.{head}_norm.weight")
-        for hf_norm, our_norm in family.block_norms.items():
-            ours[f"{we}{our_norm}.scale"] = take(f"{hf}{hf_norm}.weight")
     unused = [name for name in state if not name.endswith("rotary_emb.inv_freq")]
     if unused:
         raise KeyError(f"{family.model_type} weights not understood: {', '.join(unused[:5])}")
     return ours
+
+
+def state_dict_to_hf(
+    state: Mapping[str, torch.Tensor], config: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """The Hugging Face state dict of ``config``'s family (:func:`family_of_model`) from ours,
+    the inverse of :func:`state_dict_from_hf`: ``qkv`` split into q (``n_heads * head_dim``
+    rows), k and v (``kv_heads * head_dim`` each), ``fc`` into gate and up halves (copies, so
+    that no two tensors share memory, which safetensors refuses). A tied output layer is left
+    out: ``tie_word_embeddings`` ties it again. A tensor of ours missing is a ``KeyError``."""
+    family = family_of_model(config)
+    q_rows, kv_rows = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
+
+    def get(name: str) -> torch.Tensor:
+        try:
+            return state[name]
+        except KeyError:
+            raise KeyError(f"the model's state dict has no {name!r}") from None
+
+    hf: dict[str, torch.Tensor] = {}
+    for our_name, hf_names in _tensor_names(family, config):
+        tensor = get(our_name)
+        if len(hf_names) == 1:
+            hf[hf_names[0]] = tensor
+            continue
+        rows = [q_rows, kv_rows, kv_rows] if len(hf_names) == 3 else [config.ffn_dim] * 2
+        hf.update((name, part.clone()) for name, part in zip(hf_names, tensor.split(rows),
+                                                              strict=True))
+    if not config.tie_weights:
+        hf["lm_head.weight"] = get("out_head.weight")
+    return hf

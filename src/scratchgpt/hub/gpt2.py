@@ -87,10 +87,9 @@ DOWNLOADED_NAME = re.compile(r"gpt2-(124M|355M|774M|1558M)(?:-(hf|openai))?")
 def load_model(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokenizer]:
     """The model (in eval mode, on the CPU) and tokenizer named by ``spec``: a downloaded name,
     a Hugging Face or OpenAI directory, or a run directory (listed above). Every command that
-    runs a model loads it here. A Hugging Face directory of an open family (config.json's
-    ``model_type`` one of :data:`~scratchgpt.hub.families.FAMILIES`) goes to
-    :func:`load_open_model`, in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``); the
-    others load in float32."""
+    runs a model loads it here. A Hugging Face directory's weights load through
+    :func:`load_hf_model`, in ``dtype`` for an open family, its tokenizer from its own
+    ``tokenizer.json``; GPT-2's load in float32, with GPT-2's tokenizer."""
     directory = resolve_model(spec)
     if is_run_dir(directory):
         model, tokenizer = load_run(directory)
@@ -99,39 +98,32 @@ def load_model(spec: str | Path, dtype: str = "fp32") -> tuple[GPTModel, Tokeniz
                              f"with `scratchgpt classify --model {directory}`")
         return model, tokenizer
     if (directory / "config.json").is_file():
-        if read_json_object(directory / "config.json").get("model_type", "gpt2") != "gpt2":
-            return load_open_model(directory, dtype)
-        model = load_hf_model(directory)
+        model = load_hf_model(directory, dtype)
+        open_family = model.config.pos_encoding == "rope"  # GPT-2 learns its positions
+        tokenizer = load_tokenizer(directory) if open_family else load_gpt2_tokenizer(directory)
     elif (directory / "hparams.json").is_file():
-        model = load_openai_model(directory)
+        model, tokenizer = load_openai_model(directory), load_gpt2_tokenizer(directory)
     else:
         raise _not_a_model(directory)
-    tokenizer = load_gpt2_tokenizer(directory)
     _check_vocab(directory, tokenizer, model)
     return model, tokenizer
 
 
-def load_open_model(directory: str | Path, dtype: str = "auto") -> tuple[GPTModel, Tokenizer]:
-    """A Llama 3, Qwen3 or Gemma 3 model directory: ``config.json`` (its ``model_type`` picks
-    the family, :mod:`scratchgpt.hub.families`), ``model.safetensors`` or shards
-    (:mod:`scratchgpt.hub.hf_checkpoint`) cast to ``dtype``, and ``tokenizer.json``."""
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    hf_config = read_json_object(config_file)
+def load_open_model(directory: Path, hf_config: dict[str, Any], dtype: str) -> GPTModel:
+    """A Llama 3, Qwen3 or Gemma 3 model: ``config.json`` (its ``model_type`` picks the family,
+    :mod:`scratchgpt.hub.families`), ``model.safetensors`` or shards
+    (:mod:`scratchgpt.hub.hf_checkpoint`) cast to ``dtype``."""
     try:
         config = model_config_from_hf(hf_config)
     except (KeyError, ValueError) as err:
         detail = f"lacks {err.args[0]!r}" if isinstance(err, KeyError) else err.args[0]
-        raise ValueError(f"{config_file}: {detail}") from None
+        raise ValueError(f"{directory / 'config.json'}: {detail}") from None
     with SafetensorsCheckpoint(directory, resolve_dtype(dtype)) as checkpoint:
         try:
             weights = state_dict_from_hf(checkpoint, hf_config)
         except (KeyError, ValueError) as err:
             raise type(err)(f"{directory}: {err.args[0]}") from None
-    model = model_from_weights(config, weights)
-    tokenizer = load_tokenizer(directory)
-    _check_vocab(directory, tokenizer, model)
-    return model, tokenizer
+    return model_from_weights(config, weights)
 
 
 def _check_vocab(directory: Path, tokenizer: Tokenizer, model: GPTModel) -> None:
@@ -264,11 +256,16 @@ def _downloaded_model(name: str) -> Path:
                             f"run: scratchgpt download gpt2 --size {size}{flags}")
 
 
-def load_hf_model(directory: str | Path) -> GPTModel:
-    """GPT-2's weights from a Hugging Face directory: ``config.json`` and ``model.safetensors``
-    (or ``pytorch_model.bin``)."""
+def load_hf_model(directory: str | Path, dtype: str = "fp32") -> GPTModel:
+    """The weights of a Hugging Face directory: ``config.json`` and the weights files. GPT-2's
+    (``model.safetensors`` or ``pytorch_model.bin``) load in float32; an open family's
+    (config.json's ``model_type`` one of :data:`~scratchgpt.hub.families.FAMILIES`) go to
+    :func:`load_open_model`, in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``)."""
     directory = Path(directory)
-    config = config_from_hf(read_json_object(directory / "config.json"))
+    hf_config = read_json_object(directory / "config.json")
+    if hf_config.get("model_type", "gpt2") != "gpt2":
+        return load_open_model(directory, hf_config, dtype)
+    config = config_from_hf(hf_config)
     safetensors_file, bin_file = (directory / name for name in HF_WEIGHTS)
     if safetensors_file.is_file():
         with safe_open_file(safetensors_file) as f:

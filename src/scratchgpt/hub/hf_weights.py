@@ -51,7 +51,15 @@ _BLOCK_NAMES = {  # Hugging Face name inside h.N -> our name inside blocks.N
 }
 
 
+# What sets today's open families apart (ModelConfig's switches, and the derived widths):
+# GPT-2 has the value of a default ModelConfig of the same width and heads for each one.
+GPT2_DESIGN = ("norm", "ffn", "ffn_dim", "kv_heads", "head_dim", "proj_bias", "qk_norm",
+               "query_pre_attn_scalar", "sliding_window", "scale_embeddings", "norms_per_block")
+
+
 def _check_convertible(config: ModelConfig) -> None:
+    """Refuse, before anything is written, a model whose design GPT-2 lacks: its weights or
+    its computation would be lost in a GPT2LMHeadModel."""
     if config.pos_encoding != "learned":
         raise ValueError(
             f"GPT-2 has learned positional embeddings; a {config.pos_encoding!r} model "
@@ -59,6 +67,12 @@ def _check_convertible(config: ModelConfig) -> None:
         )
     if not config.qkv_bias:
         raise ValueError("GPT-2 has query/key/value biases; the config has qkv_bias=False")
+    gpt2 = ModelConfig(emb_dim=config.emb_dim, n_heads=config.n_heads)
+    changed = [f"{name}={getattr(config, name)!r}" for name in GPT2_DESIGN
+               if getattr(config, name) != getattr(gpt2, name)]
+    if changed:
+        raise ValueError(f"GPT-2 has none of {', '.join(changed)}: this model cannot be "
+                         "expressed as a GPT2LMHeadModel")
 
 
 def _name_map(config: ModelConfig) -> dict[str, str]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.linear import Linear
 from scratchgpt.model.positional import RotaryEmbedding
 
 AttentionOutput = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -220,8 +221,8 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = head_dim or d_out // num_heads
         self.dropout = dropout
         self.q_width, self.kv_width = num_heads * self.head_dim, num_kv_heads * self.head_dim
-        self.qkv = nn.Linear(d_in, self.q_width + 2 * self.kv_width, bias=qkv_bias)
-        self.out_proj = nn.Linear(self.q_width, d_out, bias=out_bias)
+        self.qkv = Linear(d_in, self.q_width + 2 * self.kv_width, bias=qkv_bias)
+        self.out_proj = Linear(self.q_width, d_out, bias=out_bias)
         self.rope = rope
         self.q_norm = qk_norm(self.head_dim) if qk_norm is not None else None
         self.k_norm = qk_norm(self.head_dim) if qk_norm is not None else None
@@ -309,9 +310,11 @@ def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Record the attention weights ``model`` computes while the ``with`` block runs.
 
     ``with record_attention(model) as weights: model(idx)`` leaves in ``weights`` one
-    ``[B, H, T, T]`` tensor per layer, in layer order: ``weights[i][b, h, q, k]`` is how much
-    query token ``q`` of layer ``i``'s head ``h`` draws from key token ``k``. Every row sums
-    to 1 and is 0 above the diagonal, where the keys lie in the future. Each further forward
+    ``[B, H, T, T]`` tensor per layer, in layer order, ``H`` the number of *query* heads (with
+    grouped-query attention several share one key/value head): ``weights[i][b, h, q, k]`` is
+    how much query token ``q`` of layer ``i``'s head ``h`` draws from key token ``k``. Every
+    row sums to 1 and is 0 above the diagonal, where the keys lie in the future, and, in a
+    sliding-window layer, beyond the window. Each further forward
     (a generation step with a KV cache, say) appends one more tensor per layer.
 
     Each :class:`MultiHeadAttention` in ``model`` gets the list as its ``recorder``, which

@@ -21,6 +21,7 @@ from torch import nn
 from scratchgpt.config import ModelConfig
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.layers import ScaledEmbedding, TransformerBlock
+from scratchgpt.model.linear import Linear
 from scratchgpt.model.norms import make_norm
 from scratchgpt.model.positional import (
     LearnedPositionalEmbedding,
@@ -71,7 +72,7 @@ class GPTModel(nn.Module):
             for layer_idx in range(config.n_layers)
         )
         self.final_norm = make_norm(config.norm, config.emb_dim, config.layer_norm_eps)
-        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self.out_head = Linear(config.emb_dim, config.vocab_size, bias=False)
         self._init_weights()
         if config.tie_weights:
             self.out_head.weight = self.tok_emb.weight

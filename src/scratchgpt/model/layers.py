@@ -18,6 +18,7 @@ from torch import nn
 from scratchgpt.config import ModelConfig
 from scratchgpt.model.attention import MultiHeadAttention
 from scratchgpt.model.kv_cache import KVCache
+from scratchgpt.model.linear import Linear
 from scratchgpt.model.norms import LayerNorm, make_norm
 from scratchgpt.model.positional import RotaryEmbedding
 
@@ -45,9 +46,9 @@ class FeedForward(nn.Module):
     def __init__(self, emb_dim: int, hidden_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
         hidden_dim = hidden_dim or 4 * emb_dim
-        self.fc = nn.Linear(emb_dim, hidden_dim, bias=bias)  # GPT-2's mlp.c_fc
+        self.fc = Linear(emb_dim, hidden_dim, bias=bias)  # GPT-2's mlp.c_fc
         self.act = GELU()
-        self.out_proj = nn.Linear(hidden_dim, emb_dim, bias=bias)  # GPT-2's mlp.c_proj
+        self.out_proj = Linear(hidden_dim, emb_dim, bias=bias)  # GPT-2's mlp.c_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.act(self.fc(x)))
@@ -71,9 +72,9 @@ class GatedFeedForward(nn.Module):
         super().__init__()
         if kind not in ("swiglu", "geglu"):
             raise ValueError(f"unknown gated feed-forward {kind!r}; choose swiglu or geglu")
-        self.fc = nn.Linear(emb_dim, 2 * hidden_dim, bias=bias)  # [gate_proj; up_proj]
+        self.fc = Linear(emb_dim, 2 * hidden_dim, bias=bias)  # [gate_proj; up_proj]
         self.act = nn.SiLU() if kind == "swiglu" else GELU()
-        self.out_proj = nn.Linear(hidden_dim, emb_dim, bias=bias)  # down_proj
+        self.out_proj = Linear(hidden_dim, emb_dim, bias=bias)  # down_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.fc(x).chunk(2, dim=-1)

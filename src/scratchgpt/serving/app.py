@@ -435,7 +435,11 @@ async def prompt_ids(tokenizer: Tokenizer, prompt: str, context: int,
     the loop serves every other request). A prompt that cannot fit in the ``context`` is
     refused from its length in characters before any of it is encoded: a token stands for at
     most :func:`most_chars_per_token` characters, so a prompt longer than ``context - 1``
-    times that is more tokens than the context holds with one more for the answer."""
+    times that is more tokens than the context holds with one more for the answer.
+
+    A plain prompt is one whole text, framed as the model's tokenizer frames one (Llama 3's
+    and Gemma 3's BOS first, as transformers' tokenizers do); a chat template's prompt
+    (``special_tokens``) writes its own."""
     most = most_chars_per_token(tokenizer)
     if most is not None and len(prompt) > (context - 1) * most:
         raise APIError(400, f"the prompt is {len(prompt):,} characters, so at least "
@@ -445,7 +449,7 @@ async def prompt_ids(tokenizer: Tokenizer, prompt: str, context: int,
     try:
         ids = await run_in_threadpool(
             (lambda text: tokenizer.encode(text, allowed_special="all")) if special_tokens
-            else tokenizer.encode_ordinary, prompt)
+            else (lambda text: tokenizer.post_process(tokenizer.encode_ordinary(text))), prompt)
     except ValueError as err:  # a character tokenizer's unknown character
         raise APIError(400, f"{prompt_field}: {err}", param=prompt_field) from None
     if len(ids) >= context:
