@@ -27,7 +27,7 @@ from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
 from scratchgpt.finetune.init_from import PRESET_PREFIX
 from scratchgpt.finetune.instruction import respond
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import load_run, run_prompt_style
 

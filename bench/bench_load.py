@@ -63,7 +63,7 @@ def load_once(loader: str, directory: str, dtype: str, device: str) -> None:
     import torch
 
     if loader == "ours":
-        from scratchgpt.hub.gpt2 import load_hf_model
+        from scratchgpt.hub.models import load_hf_model
 
         def load(path: str) -> torch.nn.Module:
             return load_hf_model(path, dtype).to(device)
@@ -99,11 +99,12 @@ def measure_loads(directory: Path, dtype: str, device: str,
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in LOADERS}
     for _ in range(repeats):
         for name in LOADERS:
-            out = subprocess.run(
+            done = subprocess.run(
                 [sys.executable, __file__, "--child", name, str(directory), dtype, device],
-                check=True, capture_output=True, text=True,
-            ).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+                capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"the {LOADERS[name]} load failed:\n{done.stderr}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     return {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
             for name, results in runs.items()}
 
@@ -118,7 +119,7 @@ def measure_decoding(directory: Path, rows: int, new_tokens: int, device: str,
     from transformers.utils import logging as hf_logging
 
     from scratchgpt.generation import generate_batch, generate_tokens
-    from scratchgpt.hub.gpt2 import load_hf_model
+    from scratchgpt.hub.models import load_hf_model
 
     hf_logging.disable_progress_bar()
     ours = load_hf_model(directory, "auto").to(device)

@@ -49,7 +49,7 @@ from scratchgpt.data.token_files import read_token_file
 from scratchgpt.evaluation.ngram import KneserNeyLM
 from scratchgpt.evaluation.perplexity import sliding_window_nll
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, save_gpt2_files
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"

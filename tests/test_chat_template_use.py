@@ -27,7 +27,7 @@ from scratchgpt.config import ModelConfig
 from scratchgpt.data.chat_templates import ChatTemplate
 from scratchgpt.generation import generate_text, generate_tokens
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
+from scratchgpt.hub.models import load_model, model_prompt_format, model_stop_ids
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import load_gpt2_tokenizer
 

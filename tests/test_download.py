@@ -29,7 +29,7 @@ from scratchgpt.hub.download import (
     model_name,
     read_manifest,
 )
-from scratchgpt.hub.gpt2 import load_model, resolve_tokenizer
+from scratchgpt.hub.models import load_model, resolve_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2-tf"
 HF_PREFIX = "/openai-community/gpt2/resolve/main/"

@@ -21,7 +21,7 @@ from scratchgpt.config_files import load_toml
 from scratchgpt.data.instructions import load_instruction_splits
 from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.evaluation.rouge import rouge_l
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model.lora import LoRALinear
 from scratchgpt.run_dir import load_run
 from scratchgpt.tokenizers import CharTokenizer

@@ -14,7 +14,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens, sample_next_token
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import train_bpe
 

@@ -26,7 +26,7 @@ from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_text, generate_tokens
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.hub.tf_checkpoint import CheckpointFormatError, read_tf_checkpoint
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import load_gpt2_tokenizer, save_gpt2_files, train_bpe
@@ -125,7 +125,7 @@ from pathlib import Path
 import torch
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.hub.gpt2 import load_hf_model
+from scratchgpt.hub.models import load_hf_model
 from scratchgpt.model import GPTModel
 
 def rss(field):

@@ -22,7 +22,6 @@ from safetensors.numpy import save_file
 
 from scratchgpt.cli import main
 from scratchgpt.hub.download import DownloadError, read_manifest
-from scratchgpt.hub.gpt2 import resolve_model
 from scratchgpt.hub.hf_hub import (
     HubError,
     check_model_download,
@@ -30,6 +29,7 @@ from scratchgpt.hub.hf_hub import (
     git_blob_id,
     select_files,
 )
+from scratchgpt.hub.models import resolve_model
 from scratchgpt.hub.names import hub_model_dir, hub_model_path, parse_hub_name
 
 REPO = "tiny-org/Tiny-0.1B"

@@ -27,7 +27,7 @@ from scratchgpt.hub.families import (
     hf_config_from_model,
     model_config_from_hf,
 )
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 
 transformers = pytest.importorskip("transformers")

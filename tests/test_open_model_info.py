@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from scratchgpt.cli import main
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.hub.families import model_config_from_hf
-from scratchgpt.hub.gpt2 import model_from_weights
+from scratchgpt.hub.model_from_weights import model_from_weights
 from scratchgpt.model import GPTModel
 from scratchgpt.model.positional import RotaryEmbedding
 from scratchgpt.model.summary import describe, kv_cache_bytes_per_token, training_flops_per_token

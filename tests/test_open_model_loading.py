@@ -20,8 +20,8 @@ from open_model_dirs import FAMILIES, ModelDir, open_model_dir, write_model_dir
 from pretrain_runs import run_env
 from serve_runs import Server
 
-from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.hub.hf_checkpoint import INDEX_FILE, resolve_dtype
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 
 transformers = pytest.importorskip("transformers")
@@ -173,7 +173,7 @@ def test_missing_weights_are_named(model_dir: ModelDir, tmp_path: Path) -> None:
 PEAK = """
 import gc, json, sys
 from pathlib import Path
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 
 def rss(field):
     line = next(line for line in Path("/proc/self/status").read_text().splitlines()

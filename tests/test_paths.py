@@ -19,7 +19,7 @@ from scratchgpt.data.instructions import load_instructions
 from scratchgpt.finetune.classification import ClassifyData, read_labelled
 from scratchgpt.hub.datasets import dataset_path, download_dataset
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import resolve_model, resolve_tokenizer
+from scratchgpt.hub.models import resolve_model, resolve_tokenizer
 from scratchgpt.hub.names import local_or_downloaded
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import load_gpt2_tokenizer

@@ -29,7 +29,7 @@ from scratchgpt.evaluation.perplexity import (
     sliding_window_nll,
     sliding_windows,
 )
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.tokenizers import (
     CharTokenizer,
     SpecialTokenError,

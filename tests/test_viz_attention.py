@@ -13,7 +13,7 @@ from PIL import Image
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.hub.export import export_hf
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTClassifier, GPTModel, MultiHeadAttention, MultiHeadAttentionWrapper
 from scratchgpt.model.attention import record_attention
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.hub.gpt2 import load_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer, WordTokenizer, load_gpt2_tokenizer
 from scratchgpt.viz.embeddings import (

@@ -24,8 +24,8 @@ from PIL import Image
 from pretrain_runs import run_env
 
 from scratchgpt.config import ModelConfig
-from scratchgpt.hub.gpt2 import load_model
 from scratchgpt.hub.hf_hub import download_model
+from scratchgpt.hub.models import load_model
 from scratchgpt.model import GPTModel
 from scratchgpt.tokenizers import Tokenizer, read_hf_tokenizer
 from scratchgpt.viz.attention import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchgpt.hub.gpt2 import resolve_tokenizer
+from scratchgpt.hub.models import resolve_tokenizer
 from scratchgpt.tokenizers import CharTokenizer, Tokenizer, WordTokenizer
 from scratchgpt.viz.tokens import TokenPiece, render_html, render_terminal, token_pieces, use_color
 

@@ -26,7 +26,7 @@ import torch
 
 from scratchgpt.data import load_corpus, read_token_file, tokenize_corpus, train_val_split
 from scratchgpt.data.corpus import Corpus, default_cache_dir
-from scratchgpt.hub.gpt2 import resolve_tokenizer
+from scratchgpt.hub.models import resolve_tokenizer
 from scratchgpt.model import GPTModel
 from scratchgpt.pretraining_config import (  # the settings, kept free of PyTorch
     DataConfig,

@@ -59,7 +59,7 @@ EXAMPLES = __doc__.split("\n\n", 1)[1]
 
 def _info(args: argparse.Namespace) -> int:
     from scratchgpt.config import get_preset
-    from scratchgpt.hub.gpt2 import model_config
+    from scratchgpt.hub.models import model_config
     from scratchgpt.model.summary import describe, explain_kv_cache, explain_parameters
 
     head: dict[str, object] = {}
@@ -92,7 +92,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scratchgpt.data.corpus import encode_text, read_text_file
-    from scratchgpt.hub.gpt2 import resolve_tokenizer
+    from scratchgpt.hub.models import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(args.tokenizer)
     text = read_text_file(args.file, args.encoding_errors)
@@ -208,7 +208,7 @@ def _chat(args: argparse.Namespace) -> int:
     from scratchgpt.chat import ChatSession, Sampling, run_chat
     from scratchgpt.data.prompt_format import describe
     from scratchgpt.data.prompt_styles import get_prompt_style
-    from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
+    from scratchgpt.hub.models import load_model, model_prompt_format, model_stop_ids
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p,
@@ -284,7 +284,7 @@ def _generate(args: argparse.Namespace) -> int:
     from scratchgpt.data.prompt_format import describe, encode_prompt
     from scratchgpt.data.prompt_styles import get_prompt_style
     from scratchgpt.generation import generate_text
-    from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids
+    from scratchgpt.hub.models import load_model, model_prompt_format, model_stop_ids
 
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, args.dtype)

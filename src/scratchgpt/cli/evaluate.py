@@ -72,7 +72,7 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.mmlu import evaluate_mmlu, load_mmlu
     from scratchgpt.evaluation.records import save_evaluation
     from scratchgpt.hub.datasets import dataset_path
-    from scratchgpt.hub.gpt2 import load_model
+    from scratchgpt.hub.models import load_model
 
     data = load_mmlu(dataset_path(args.data, "benchmark"), args.subjects, args.limit)
     model, tokenizer = load_model(args.model, args.dtype)
@@ -87,7 +87,7 @@ def _evaluate_mmlu(args: argparse.Namespace) -> int:
 def _evaluate_perplexity(args: argparse.Namespace) -> int:
     from scratchgpt.evaluation.perplexity import file_perplexity
     from scratchgpt.evaluation.records import record_name, save_evaluation
-    from scratchgpt.hub.gpt2 import load_model
+    from scratchgpt.hub.models import load_model
 
     model, tokenizer = load_model(args.model, args.dtype)
     result = file_perplexity(model, tokenizer, args.data, args.context, args.stride,

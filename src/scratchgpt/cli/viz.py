@@ -26,7 +26,7 @@ def _saved(path: str | Path) -> int:
 
 
 def _viz_attention(args: argparse.Namespace) -> int:
-    from scratchgpt.hub.gpt2 import load_model
+    from scratchgpt.hub.models import load_model
     from scratchgpt.viz.attention import attention_maps, plot_attention
 
     model, tokenizer = load_model(args.model, args.dtype)
@@ -41,7 +41,7 @@ def _viz_attention(args: argparse.Namespace) -> int:
 
 
 def _viz_embeddings(args: argparse.Namespace) -> int:
-    from scratchgpt.hub.gpt2 import load_model
+    from scratchgpt.hub.models import load_model
     from scratchgpt.viz.embeddings import (
         format_neighbours,
         nearest_tokens,
@@ -74,7 +74,7 @@ def _viz_embeddings(args: argparse.Namespace) -> int:
 
 def _viz_tokens(args: argparse.Namespace) -> int:
     from scratchgpt.data import read_text_file
-    from scratchgpt.hub.gpt2 import resolve_tokenizer
+    from scratchgpt.hub.models import resolve_tokenizer
     from scratchgpt.viz.tokens import render_html, render_terminal, token_pieces, use_color
 
     if (args.text is None) == (args.file is None):

@@ -56,7 +56,7 @@ DEFAULT_MAX_GEN_TOKS = 256  # lm_eval's own default for generate_until
 class ScratchGPTLM(TemplateLM):
     """A :class:`GPTModel` and its tokenizer as an lm-evaluation-harness language model.
 
-    Give either ``pretrained`` (anything :func:`scratchgpt.hub.gpt2.load_model` loads: a run
+    Give either ``pretrained`` (anything :func:`scratchgpt.hub.models.load_model` loads: a run
     directory, ``gpt2-124M``, a Hugging Face or OpenAI directory, a Llama 3, Qwen3 or Gemma 3
     directory or its ``ORG/NAME``), loaded in ``dtype`` (``auto``, ``fp32``, ``bf16``,
     ``fp16``, or the ``hf`` model's ``float32``, ``bfloat16``, ``float16``; default
@@ -80,7 +80,7 @@ class ScratchGPTLM(TemplateLM):
         if (pretrained is None) == (model is None):
             raise ValueError("give either pretrained=PATH or model= (with tokenizer=)")
         if pretrained is not None:
-            from scratchgpt.hub.gpt2 import load_model
+            from scratchgpt.hub.models import load_model
 
             model, tokenizer = load_model(pretrained, _dtype_name(dtype or "fp32"))
         elif dtype is not None:
@@ -197,14 +197,14 @@ def _eos_id(pretrained: str | Path, tokenizer: Tokenizer) -> int | None:
     """The id of the ``eos_token`` of ``tokenizer_config.json`` where the model's directory
     has one (Qwen3's instruction-tuned models: ``<|im_end|>``), else ``<|endoftext|>``."""
     from scratchgpt.data.chat_templates import read_special_tokens
-    from scratchgpt.hub.gpt2 import resolve_model
+    from scratchgpt.hub.models import resolve_model
 
     eos = read_special_tokens(resolve_model(pretrained)).get("eos_token")
     return tokenizer.special_tokens.get(eos, tokenizer.eot_id) if eos else tokenizer.eot_id
 
 
 def _dtype_name(dtype: str) -> str:
-    """``dtype`` as :func:`~scratchgpt.hub.gpt2.load_model` names it: the ``hf`` model's
+    """``dtype`` as :func:`~scratchgpt.hub.models.load_model` names it: the ``hf`` model's
     torch names (``bfloat16``) become ours (``bf16``)."""
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.hub.gpt2 import resolve_model
+from scratchgpt.hub.models import resolve_model
 from scratchgpt.run_dir import write_whole
 
 EVAL_DIR = "eval"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import load_toml
-from scratchgpt.hub.gpt2 import load_model, resolve_tokenizer
+from scratchgpt.hub.models import load_model, resolve_tokenizer
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESOLVED_MODEL, TOKENIZER_FILE
 from scratchgpt.tokenizers import ENDOFTEXT, Tokenizer, bpe_vocab_size, train_bpe

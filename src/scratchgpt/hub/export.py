@@ -2,7 +2,7 @@
 
 ``export_hf(model, tokenizer, DIR)`` writes what ``transformers.AutoModelForCausalLM
 .from_pretrained(DIR)`` loads with the same logits, and what
-:func:`scratchgpt.hub.gpt2.load_model` reads back. The model's design picks the layout: a
+:func:`scratchgpt.hub.models.load_model` reads back. The model's design picks the layout: a
 GPT-2 (LayerNorm, learned positions) is written as ``GPT2LMHeadModel`` (:mod:`.hf_weights`),
 a Llama 3, Qwen3 or Gemma 3 as that family (:mod:`.families`, which finds the family from the
 model's switches, so a model fine-tuned here goes back out as what it came from):
@@ -44,9 +44,9 @@ from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import read_json_object
 from scratchgpt.data.prompt_styles import PromptStyle, get_prompt_style
 from scratchgpt.hub.families import hf_config_from_model, state_dict_to_hf
-from scratchgpt.hub.gpt2 import load_model, model_prompt_style, resolve_model
 from scratchgpt.hub.hf_checkpoint import resolve_dtype
 from scratchgpt.hub.hf_weights import hf_config_from, scratch_to_hf
+from scratchgpt.hub.models import load_model, model_prompt_style, resolve_model
 from scratchgpt.model import GPTModel
 from scratchgpt.run_dir import is_run_dir
 from scratchgpt.tokenizers import (
@@ -68,7 +68,7 @@ STORED_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def export_model(spec: str | Path, out_dir: str | Path, dtype: str | None = None) -> list[Path]:
-    """Load the model ``spec`` names (anything :func:`~scratchgpt.hub.gpt2.load_model` reads)
+    """Load the model ``spec`` names (anything :func:`~scratchgpt.hub.models.load_model` reads)
     and :func:`export_hf` it, in ``dtype`` (``fp32``, ``bf16``, ``fp16``; by default the
     dtype it is stored in: a Hugging Face directory's config.json ``torch_dtype``, else
     float32), with a run's prompt style or a Hugging Face directory's usage files."""

@@ -6,7 +6,7 @@ fetched into the cache (``gpt2-124M``, ``sms-spam``, ``mmlu``, a hub model ``ORG
 in ``models/ORG--NAME``: :func:`hub_model_path`). So with MMLU unpacked in
 ``./mmlu``, ``--data mmlu`` reads ``./mmlu``: what is beside you is never shadowed by the cache.
 :func:`local_or_downloaded` is that rule, and every resolver of a name goes through it
-(:func:`scratchgpt.hub.gpt2.resolve_model`, :func:`~scratchgpt.hub.gpt2.resolve_tokenizer`,
+(:func:`scratchgpt.hub.models.resolve_model`, :func:`~scratchgpt.hub.models.resolve_tokenizer`,
 :func:`scratchgpt.hub.datasets.dataset_path`, :func:`hub_model_path`).
 
 The module imports no PyTorch, so that the command line's ``--help`` can say what a SPEC may

@@ -16,7 +16,7 @@ from scratchgpt.classify import Classifier
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.prompt_format import describe
 from scratchgpt.data.prompt_styles import get_prompt_style
-from scratchgpt.hub.gpt2 import load_model, model_prompt_format, model_stop_ids, resolve_model
+from scratchgpt.hub.models import load_model, model_prompt_format, model_stop_ids, resolve_model
 from scratchgpt.run_dir import CONFIG_FILE, HEAD, is_run_dir, model_tables
 from scratchgpt.serving.app import ServedModel, ServeSettings, create_app
 
@@ -27,7 +27,7 @@ def load_served(spec: str, dtype: str = "auto") -> ServedModel:
     ``/v1/classify``; a language model serves the completion routes, in its prompt format (a
     run's prompt style, a model directory's own chat template; alpaca for a base model, with a
     warning), stopping at any of its end-of-turn ids. ``dtype``: see
-    :func:`~scratchgpt.hub.gpt2.load_model`."""
+    :func:`~scratchgpt.hub.models.load_model`."""
     directory = resolve_model(spec)
     name = Path(spec).name if Path(spec).exists() else spec
     if is_run_dir(directory):
