@@ -86,8 +86,8 @@ def load_once(loader: str, directory: str, dtype: str, device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
     first, first_peak = time.perf_counter() - start, _rss_bytes("VmHWM") - baseline
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values()
-                  if t.device.type != "meta")
+    tensors = {t.data_ptr(): t for t in model.state_dict().values()}  # a tied one once
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
     print(json.dumps({"load_s": loaded, "load_peak": load_peak, "forward_s": first,
                       "forward_peak": first_peak, "total_s": time.perf_counter() - process_start,
                       "weights": weights}))

@@ -33,21 +33,24 @@ GEMMA3 = ("{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + "
           "{{ '<start_of_turn>model\\n' }}{% endif %}")
 
 
-def llama(vocab: int) -> transformers.PretrainedConfig:
+def llama(vocab: int, context: int = 128) -> transformers.PretrainedConfig:
+    """GQA 4:1, head_dim 24 (not 64 / 4 = 16), untied, rope scaled "llama3" from an original
+    context an eighth of ``context`` (so prompts reach the scaled frequencies)."""
     return transformers.LlamaConfig(
         vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=1, head_dim=24, max_position_embeddings=128,
-        tie_word_embeddings=False, rms_norm_eps=1e-5,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=24,
+        max_position_embeddings=context, tie_word_embeddings=False, rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 16})
+                         "original_max_position_embeddings": context // 8})
 
 
-def qwen3(vocab: int) -> transformers.PretrainedConfig:
+def qwen3(vocab: int, context: int = 128) -> transformers.PretrainedConfig:
+    """QK-norm, tied embeddings, GQA 2:1, head_dim 32 (not 64 / 4 = 16)."""
     return transformers.Qwen3Config(
         vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=128,
-        tie_word_embeddings=True,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        max_position_embeddings=context, tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
 
 

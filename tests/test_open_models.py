@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from open_model_dirs import llama, qwen3
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.generation import generate_batch, generate_tokens
@@ -23,25 +24,11 @@ VOCAB = 97
 
 
 def llama_config() -> transformers.PretrainedConfig:
-    """GQA 4:1, head_dim 24 (not 64 / 4 = 16), untied, rope scaled "llama3"."""
-    return transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=1, head_dim=24, max_position_embeddings=64,
-        tie_word_embeddings=False, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 8},
-    )
+    return llama(VOCAB, context=64)
 
 
 def qwen3_config() -> transformers.PretrainedConfig:
-    """QK-norm, tied embeddings, GQA 2:1, head_dim 32 (not 64 / 4 = 16)."""
-    return transformers.Qwen3Config(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=64,
-        tie_word_embeddings=True, rope_parameters={"rope_type": "default",
-                                                   "rope_theta": 1000000.0},
-    )
+    return qwen3(VOCAB, context=64)
 
 
 def gemma3_config() -> transformers.PretrainedConfig:
