@@ -161,6 +161,70 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# -- architectures: GPT-2's and today's, as the switches that set each apart --------------------
+# Every switch's default is GPT-2's; each design lists what every model of that architecture
+# has, whatever its size (scratchgpt.hub.families reads config.json files with them).
+ARCHITECTURE_DESIGNS: dict[str, dict[str, Any]] = {
+    "gpt2": {"pos_encoding": "learned", "norm": "layernorm", "ffn": "gelu", "qk_norm": False,
+             "norms_per_block": 2, "scale_embeddings": False},
+    "llama3": {"pos_encoding": "rope", "norm": "rmsnorm", "ffn": "swiglu", "qk_norm": False,
+               "norms_per_block": 2, "scale_embeddings": False, "query_pre_attn_scalar": None,
+               "sliding_window": None, "rope_local_base": None},
+    "gemma3": {"pos_encoding": "rope", "norm": "rmsnorm_plus_one", "ffn": "geglu",
+               "qk_norm": True, "norms_per_block": 4, "scale_embeddings": True,
+               "qkv_bias": False, "proj_bias": False},
+}
+ARCHITECTURE_DESIGNS["qwen3"] = {**ARCHITECTURE_DESIGNS["llama3"], "qk_norm": True,
+                                 "qkv_bias": False, "proj_bias": False}
+ARCHITECTURES = ("gpt2", "llama3", "qwen3", "gemma3")
+
+
+def has_design(config: ModelConfig, arch: str) -> bool:
+    """Whether ``config`` has every switch of architecture ``arch``'s design."""
+    return all(getattr(config, k) == v for k, v in ARCHITECTURE_DESIGNS[arch].items())
+
+
+def with_architecture(config: ModelConfig, arch: str) -> ModelConfig:
+    """``config``'s size (width, depth, heads, context, vocabulary) built as ``arch``.
+
+    What a size preset (GPT-2's design) becomes, as the published models of each family do it:
+
+    * ``llama3``: RMSNorm, SwiGLU, rotary positions (base 500,000), half as many key/value
+      heads as query heads, no biases;
+    * ``qwen3``: Llama's, with QK-norm and rotary base 1,000,000;
+    * ``gemma3``: RMSNorm ``(1 + w)`` four times a block, GeGLU, QK-norm, scaled embeddings,
+      sliding-window layers (a quarter of the context) with one global layer in six (or the
+      last), rotary bases 10,000 (local) and 1,000,000 (global).
+
+    The gated feed-forwards are ``8/3 * emb_dim`` wide (to a multiple of 32): three matrices
+    that wide weigh what GPT-2's two ``4 * emb_dim`` ones do, so the architectures compare at
+    about the same parameter count. A preset that already has a design (``qwen3-0.6b``) keeps
+    it, and refuses another.
+    """
+    if arch not in ARCHITECTURE_DESIGNS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: "
+                         f"{', '.join(ARCHITECTURES)}")
+    if has_design(config, arch):
+        return config
+    if not has_design(config, "gpt2"):
+        own = next((name for name in ARCHITECTURES if has_design(config, name)), "another")
+        raise ValueError(f"this preset is already a {own} model, not {arch}: leave out the "
+                         "architecture, or pick a size preset (nano, micro, mini, gpt2-*)")
+    if arch == "gpt2":
+        return config
+    sized: dict[str, Any] = {
+        "n_kv_heads": max(1, config.n_heads // 2), "qkv_bias": False, "proj_bias": False,
+        "hidden_dim": 32 * max(1, round(8 * config.emb_dim / 3 / 32)),
+        "rope_base": 500_000.0 if arch == "llama3" else 1_000_000.0,
+        "layer_norm_eps": 1e-5 if arch == "llama3" else 1e-6,
+    }
+    if arch == "gemma3":
+        sized.update(sliding_window=max(1, config.context_length // 4),
+                     global_layer_every=min(6, config.n_layers), rope_local_base=10_000.0,
+                     query_pre_attn_scalar=float(config.head_dim))
+    return config.replace(**{**sized, **ARCHITECTURE_DESIGNS[arch]})
+
+
 def get_preset(name: str) -> ModelConfig:
     """The preset called ``name``; the error lists the choices."""
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from scratchgpt.config import PRESETS, ModelConfig, get_preset
+from scratchgpt.config import ARCHITECTURES, PRESETS, ModelConfig, get_preset, with_architecture
 from scratchgpt.settings import (
     FRACTION,
     NON_NEGATIVE,
@@ -58,11 +58,19 @@ class DataConfig:
         return bpe_vocab_size(self.tokenizer)
 
 
+SIZE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+
+
 @dataclass
 class ModelChoice:
-    """A preset, optionally with some of its fields changed (each checked by ModelConfig)."""
+    """A preset, built as an architecture, optionally with some of its fields changed (each
+    checked by ModelConfig)."""
 
-    preset: str = knob("micro", "nano, micro, mini (CPU sizes) or gpt2-small|medium|large|xl",
+    arch: str | None = knob(None, "gpt2, llama3, qwen3 or gemma3: the design the preset's size "
+                                  "is built in (default: the preset's own, GPT-2's for the "
+                                  "size presets)", OneOf(ARCHITECTURES))
+    preset: str = knob("micro", "nano, micro, mini (CPU sizes), gpt2-small|medium|large|xl, or "
+                                "a published shape (qwen3-0.6b, llama-3.2-1b, gemma-3-270m)",
                        OneOf(tuple(PRESETS)))
     context_length: int | None = knob(None, "tokens the model sees at once")
     emb_dim: int | None = knob(None, "width of the token vectors")
@@ -81,11 +89,18 @@ class ModelChoice:
 
     def resolve(self, vocab_size: int | None = None) -> ModelConfig:
         """The preset with the fields that were set (and ``vocab_size``, if given) changed."""
-        changes = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        changes = {f.name: getattr(self, f.name) for f in fields(self)
+                   if f.name not in ("arch", "preset")}
         changes = {k: v for k, v in changes.items() if v is not None}
         if vocab_size is not None:
             changes["vocab_size"] = vocab_size
-        return get_preset(self.preset).replace(**changes)
+        # The size first, so that the architecture sizes what depends on it (Gemma's window is
+        # a quarter of the context); the other fields last, so that they win.
+        size = {k: changes.pop(k) for k in SIZE_FIELDS if k in changes}
+        config = get_preset(self.preset).replace(**size)
+        if self.arch is not None:
+            config = with_architecture(config, self.arch)
+        return config.replace(**changes)
 
 
 @dataclass

@@ -445,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the English Python documentation that ships with CPython, in about five "
                     "minutes on two CPU cores, and leaves a run directory under runs/.",
         examples=["scratchgpt pretrain",
-                  "scratchgpt pretrain --data book.txt --preset nano --max-steps 500 "
-                  "--out runs/book",
+                  "scratchgpt pretrain --arch qwen3 --data book.txt --preset nano "
+                  "--max-steps 500 --out runs/book",
                   "scratchgpt pretrain --out runs/book --resume"],
     )
     _add_run_flags(pre, "runs/pretrain-TIME")

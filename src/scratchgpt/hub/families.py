@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from scratchgpt.config import ModelConfig
+from scratchgpt.config import ARCHITECTURE_DESIGNS, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,7 @@ class Family:
     block_norms: dict[str, str]  # HF name in a layer -> our name in a block
 
 
-# -- each family's design and its own config.json keys ---------------------------------------
-LLAMA_DESIGN = {
-    "pos_encoding": "rope", "norm": "rmsnorm", "ffn": "swiglu", "qk_norm": False,
-    "norms_per_block": 2, "scale_embeddings": False, "query_pre_attn_scalar": None,
-    "sliding_window": None, "rope_local_base": None,
-}
-QWEN3_DESIGN = {**LLAMA_DESIGN, "qk_norm": True, "qkv_bias": False, "proj_bias": False}
-GEMMA3_DESIGN = {
-    "pos_encoding": "rope", "norm": "rmsnorm_plus_one", "ffn": "geglu", "qk_norm": True,
-    "norms_per_block": 4, "scale_embeddings": True, "qkv_bias": False, "proj_bias": False,
-}
-
-
+# -- each family's own config.json keys (its design: config.ARCHITECTURE_DESIGNS) ------------
 def _read_llama(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Llama 3: RMSNorm, SwiGLU, grouped-query attention, rotary base 500,000 scaled "llama3"."""
     return _rope(_rope_table(hf, "full_attention"))
@@ -127,13 +115,16 @@ def _write_gemma3(config: ModelConfig) -> dict[str, Any]:
 
 
 FAMILIES: dict[str, Family] = {
-    "llama": Family("llama", "LlamaForCausalLM", LLAMA_DESIGN, _read_llama, _write_llama,
+    "llama": Family("llama", "LlamaForCausalLM", ARCHITECTURE_DESIGNS["llama3"], _read_llama,
+                    _write_llama,
                     ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
-    "qwen3": Family("qwen3", "Qwen3ForCausalLM", QWEN3_DESIGN, _read_qwen3, _write_qwen3,
+    "qwen3": Family("qwen3", "Qwen3ForCausalLM", ARCHITECTURE_DESIGNS["qwen3"], _read_qwen3,
+                    _write_qwen3,
                     ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
-    "gemma3_text": Family("gemma3_text", "Gemma3ForCausalLM", GEMMA3_DESIGN, _read_gemma3,
+    "gemma3_text": Family("gemma3_text", "Gemma3ForCausalLM",
+                          ARCHITECTURE_DESIGNS["gemma3"], _read_gemma3,
                           _write_gemma3, ("hidden_activation", "gelu_pytorch_tanh"),
                           {"input_layernorm": "norm1", "post_attention_layernorm": "post_att_norm",
                            "pre_feedforward_layernorm": "norm2",
