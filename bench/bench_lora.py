@@ -1,7 +1,9 @@
 """Benchmark one LoRA training step against Hugging Face's peft, and full fine-tuning beside it.
 
 Four variants of one training step (forward, cross-entropy, backward, fused AdamW step) on
-random tokens, at the ``--preset`` shape (gpt2-small, 124M weights):
+random tokens, at the ``--preset`` shape (gpt2-small, 124M weights; or an open family's
+published shape, ``qwen3-0.6b``, with transformers' model of that family and peft on its q, k,
+v, o, gate, up and down projections, ``--layers`` fewer blocks where memory is short):
 
 1. ours, full fine-tuning: ``GPTModel``, every weight trains;
 2. ours, LoRA: ``apply_lora`` (rank 8, alpha 16 on ``att.qkv``, ``att.out_proj``, ``ff.fc``,
@@ -51,16 +53,28 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing`", categor
 
 VARIANTS = {  # key -> label
     "ours-full": "ours, full fine-tuning",
-    "hf-full": "transformers GPT2LMHeadModel, full fine-tuning",
+    "hf-full": "transformers (GPT2LMHeadModel or the family's), full fine-tuning",
     "ours-lora": "ours, LoRA (apply_lora)",
     "peft-lora": "transformers + peft LoRA",
 }
 PEFT_TARGETS = ["c_attn", "c_proj", "c_fc"]  # c_proj: attn.c_proj and mlp.c_proj
+# Llama 3, Qwen3, Gemma 3: the same layers, q/k/v and gate/up apart (ours: fused, one adapter).
+PEFT_OPEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                     "down_proj"]
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def shape(args: argparse.Namespace) -> object:
+    """The ``--preset``'s ModelConfig, with ``--layers`` blocks where given (a published
+    shape's width in fewer blocks, for a box without the memory for four copies)."""
+    from scratchgpt.config import get_preset
+
+    config = get_preset(args.preset)
+    return config.replace(n_layers=args.layers) if args.layers else config
 
 
 def build(variant: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
@@ -72,10 +86,10 @@ def build(variant: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
     from bench_model import twin_models
     from peft import LoraConfig, get_peft_model
 
-    from scratchgpt.config import get_preset
     from scratchgpt.model import apply_lora
 
-    ours, hf = twin_models(get_preset(args.preset))
+    ours, hf = twin_models(shape(args))
+    ours_config = ours.config
     if variant.startswith("ours"):
         del hf
         if variant == "ours-lora":
@@ -83,8 +97,10 @@ def build(variant: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
         return ours.to(args.device).train(), ours
     del ours
     if variant == "peft-lora":
-        config = LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=PEFT_TARGETS,
-                            lora_dropout=0.0, fan_in_fan_out=True, bias="none")
+        gpt2 = ours_config.pos_encoding != "rope"
+        config = LoraConfig(r=args.rank, lora_alpha=args.alpha,
+                            target_modules=PEFT_TARGETS if gpt2 else PEFT_OPEN_TARGETS,
+                            lora_dropout=0.0, fan_in_fan_out=gpt2, bias="none")
         hf = get_peft_model(hf, config)
     hf = hf.to(args.device).train()
     return hf, lambda ids: hf(input_ids=ids, use_cache=False).logits
@@ -93,10 +109,8 @@ def build(variant: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
 def trainer(model: nn.Module, forward: Callable, args: argparse.Namespace
             ) -> tuple[Callable[[], float], torch.optim.Optimizer]:
     """One training step on a fixed random batch, as a function returning the loss."""
-    from scratchgpt.config import get_preset
-
     device = torch.device(args.device)
-    vocab = get_preset(args.preset).vocab_size
+    vocab = shape(args).vocab_size
     tokens = torch.randint(0, vocab, (args.batch_size, args.seq_len + 1),
                            generator=torch.Generator().manual_seed(1)).to(device)
     ids, targets = tokens[:, :-1], tokens[:, 1:]
@@ -170,7 +184,9 @@ def child_memory(variant: str, argv: list[str]) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="gpt2-small", help="the model's shape")
+    parser.add_argument("--preset", default="gpt2-small", help="the model's shape "
+                        "(gpt2-small, ..., qwen3-0.6b, llama-3.2-1b, gemma-3-270m)")
+    parser.add_argument("--layers", type=int, default=None, help="blocks, if not the preset's")
     parser.add_argument("--batch-size", type=int, default=2, help="sequences per step")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
@@ -210,7 +226,9 @@ def main() -> None:
         memory = {variant: child_memory(variant, argv) for variant in VARIANTS}
 
     threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
-    print(f"torch {torch.__version__}, {args.device}{threads}, fp32; {args.preset} shape, batch "
+    blocks = f" in {args.layers} blocks" if args.layers else ""
+    print(f"torch {torch.__version__}, {args.device}{threads}, fp32; {args.preset} shape{blocks}, "
+          f"batch "
           f"{args.batch_size} x {args.seq_len} tokens; LoRA rank {args.rank}, alpha "
           f"{args.alpha:g}; median of {args.repeats} after {args.warmup} warm-up step(s)")
     losses = ", ".join(f"{v} {loss:.4f}" for v, loss in first_loss.items())

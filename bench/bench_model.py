@@ -27,9 +27,21 @@ from scratchgpt.hub.hf_weights import hf_config_from, scratch_to_hf
 from scratchgpt.model import GPTModel
 
 
-def twin_models(config: ModelConfig) -> tuple[GPTModel, GPT2LMHeadModel]:
-    """Our model and a Hugging Face GPT-2 holding the same weights."""
+def twin_models(config: ModelConfig) -> tuple[GPTModel, torch.nn.Module]:
+    """Our model and transformers' holding the same weights: a GPT2LMHeadModel, or for an
+    open family's design (Llama 3, Qwen3, Gemma 3) that family's model, built by transformers
+    from its config.json and copied into ours."""
     torch.manual_seed(0)
+    if config.pos_encoding == "rope":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from scratchgpt.hub.families import hf_config_from_model, state_dict_from_hf
+
+        fields = hf_config_from_model(config)
+        hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(**fields))
+        ours = GPTModel(config)
+        ours.load_state_dict(state_dict_from_hf(hf.state_dict(), fields))
+        return ours, hf
     ours = GPTModel(config)
     hf_config = GPT2Config(**hf_config_from(config), bos_token_id=0, eos_token_id=0)
     hf = GPT2LMHeadModel(hf_config)
