@@ -44,13 +44,6 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _torch_dtype(name: str, device: str) -> object:
-    """Our ``--dtype`` name as the torch dtype both loaders are asked for."""
-    from scratchgpt.hub.hf_checkpoint import resolve_dtype
-
-    return resolve_dtype(name, device)
-
-
 def load_once(loader: str, directory: str, dtype: str, device: str) -> None:
     """Child process: import, load the model, run one forward pass; print the seconds and the
     peak memory above the post-import baseline after each, as JSON.
@@ -71,11 +64,13 @@ def load_once(loader: str, directory: str, dtype: str, device: str) -> None:
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
+        from scratchgpt.hub.hf_checkpoint import resolve_dtype
+
         hf_logging.disable_progress_bar()
 
         def load(path: str) -> torch.nn.Module:
             return AutoModelForCausalLM.from_pretrained(
-                path, dtype=_torch_dtype(dtype, device), device_map=device).eval()
+                path, dtype=resolve_dtype(dtype, device), device_map=device).eval()
     Path("/proc/self/clear_refs").write_text("5")
     baseline = _rss_bytes("VmRSS")
     start = time.perf_counter()
@@ -119,12 +114,13 @@ def measure_decoding(directory: Path, rows: int, new_tokens: int, device: str,
     from transformers.utils import logging as hf_logging
 
     from scratchgpt.generation import generate_batch, generate_tokens
+    from scratchgpt.hub.hf_checkpoint import resolve_dtype
     from scratchgpt.hub.models import load_hf_model
 
     hf_logging.disable_progress_bar()
     ours = load_hf_model(directory, "auto").to(device)
     theirs = AutoModelForCausalLM.from_pretrained(
-        directory, dtype=_torch_dtype("auto", device), device_map=device).eval()
+        directory, dtype=resolve_dtype("auto", device), device_map=device).eval()
     vocab = ours.config.vocab_size
     prompts = torch.randint(0, vocab, (rows, 8), generator=torch.Generator().manual_seed(0))
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from scratchgpt.config import ARCHITECTURE_DESIGNS, ModelConfig
+from scratchgpt.config import ARCHITECTURE_DESIGNS, ModelConfig, has_design
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,16 @@ class Family:
 
     model_type: str
     architecture: str  # config.json's "architectures": the transformers class that loads it
-    design: dict[str, Any]  # the ModelConfig fields every model of the family has
+    arch: str  # our name of its design (config.ARCHITECTURE_DESIGNS): the fields all models share
     read: Callable[[Mapping[str, Any]], dict[str, Any]]  # config.json -> more ModelConfig
     write: Callable[[ModelConfig], dict[str, Any]]  # ModelConfig -> more config.json keys
     activation: tuple[str, str]  # the feed-forward activation: config.json key, its value
     block_norms: dict[str, str]  # HF name in a layer -> our name in a block
+
+    @property
+    def design(self) -> dict[str, Any]:
+        """The ModelConfig fields every model of the family has."""
+        return ARCHITECTURE_DESIGNS[self.arch]
 
 
 # -- each family's own config.json keys (its design: config.ARCHITECTURE_DESIGNS) ------------
@@ -115,16 +120,16 @@ def _write_gemma3(config: ModelConfig) -> dict[str, Any]:
 
 
 FAMILIES: dict[str, Family] = {
-    "llama": Family("llama", "LlamaForCausalLM", ARCHITECTURE_DESIGNS["llama3"], _read_llama,
+    "llama": Family("llama", "LlamaForCausalLM", "llama3", _read_llama,
                     _write_llama,
                     ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
-    "qwen3": Family("qwen3", "Qwen3ForCausalLM", ARCHITECTURE_DESIGNS["qwen3"], _read_qwen3,
+    "qwen3": Family("qwen3", "Qwen3ForCausalLM", "qwen3", _read_qwen3,
                     _write_qwen3,
                     ("hidden_act", "silu"),
                     {"input_layernorm": "norm1", "post_attention_layernorm": "norm2"}),
     "gemma3_text": Family("gemma3_text", "Gemma3ForCausalLM",
-                          ARCHITECTURE_DESIGNS["gemma3"], _read_gemma3,
+                          "gemma3", _read_gemma3,
                           _write_gemma3, ("hidden_activation", "gelu_pytorch_tanh"),
                           {"input_layernorm": "norm1", "post_attention_layernorm": "post_att_norm",
                            "pre_feedforward_layernorm": "norm2",
@@ -145,7 +150,7 @@ def family_of_model(config: ModelConfig) -> Family:
     """The family whose design ``config`` has (a ModelConfig records no family name). The
     error says, for each family, which switches would have to change."""
     for family in FAMILIES.values():
-        if all(getattr(config, field) == value for field, value in family.design.items()):
+        if has_design(config, family.arch):
             return family
     needs = "; ".join(
         f"{family.model_type} needs " + ", ".join(
