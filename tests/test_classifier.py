@@ -214,6 +214,21 @@ def test_bad_choices_are_refused_and_change_nothing(choice: str, match: str) -> 
     assert [p.requires_grad for p in model.parameters()] == before
 
 
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_a_language_models_last_block_trains_with_the_final_norm_not_the_output(
+        tie_weights: bool) -> None:
+    model = GPTModel(NANO.replace(tie_weights=tie_weights))
+    summary = set_trainable(model, "last-block")
+    assert summary.trainable == BLOCK + FINAL_NORM
+    ids = torch.randint(0, V, (2, 8))
+    F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {name.split(".")[0] for name in with_grad} == {"blocks", "final_norm"}
+    with pytest.raises(ValueError, match="no classification head"):
+        set_trainable(model, "head")
+
+
 # -- empty texts: refused, never labelled ----------------------------------------------------
 def test_predict_refuses_an_empty_text_naming_its_index(classifier_run: Path) -> None:
     classifier = Classifier.from_run(classifier_run)

@@ -34,7 +34,7 @@ def test_a_run_holds_its_split_its_prompt_style_and_its_test_responses(
     config = load_toml(run_dir / "config.toml")
     assert config["head"] == {"kind": "language_model", "prompt_style": "chatml",
                               "trainable": "all", "lora_rank": 8, "lora_alpha": 16.0,
-                              "lora_dropout": 0.0}
+                              "lora_dropout": 0.0, "lora_targets": "all"}
     assert config["train"]["lr"] == 5e-5 and config["train"]["weight_decay"] == 0.1
     splits = load_instruction_splits(run_dir / "split")
     assert (len(splits.train), len(splits.val), len(splits.test)) == (34, 2, 4)  # 85/5/10
@@ -110,19 +110,29 @@ def test_lora_trains_adapters_only_and_the_run_loads_merged(
         tmp_path: Path) -> None:
     run_dir = tmp_path / "lora"
     done = finetune_instruct(instruction_records, instruct_base, run_dir, "--train", "lora",
-                             "--lora-rank", "4", "--mask-prompt", cache=instruct_cache)
+                             "--lora-rank", "4", "--lora-targets", "q,v,down", "--mask-prompt",
+                             "--lr", "1e-3", cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     assert "training lora:" in done.stderr
     from safetensors.torch import load_file
 
     weights = load_file(run_dir / "checkpoints" / "best" / "model.safetensors")
-    assert any(name.endswith(".A") for name in weights)
+    adapters = {name for name in weights if name.startswith("blocks.0.") and ".base." not in name
+                and name.split(".")[-2] in "AB"}
+    assert adapters == {"blocks.0.att.qkv.A.q", "blocks.0.att.qkv.B.q", "blocks.0.att.qkv.A.v",
+                        "blocks.0.att.qkv.B.v"}
+    assert "blocks.0.ff.out_proj.A" in weights and "blocks.0.att.out_proj.A" not in weights
     base, _ = load_run(instruct_base)
     model, _ = load_run(run_dir)
     assert not any(isinstance(m, LoRALinear) for m in model.modules())  # merged
-    # frozen weights outside the adapters did not move
+    # frozen weights outside the adapters did not move: neither k's rows nor untargeted layers
     assert model.tok_emb.weight.equal(base.tok_emb.weight)
-    assert not model.blocks[0].att.qkv.weight.equal(base.blocks[0].att.qkv.weight)
+    assert model.blocks[0].att.out_proj.weight.equal(base.blocks[0].att.out_proj.weight)
+    qkv, base_qkv = model.blocks[0].att.qkv.weight, base.blocks[0].att.qkv.weight
+    e = qkv.shape[1]
+    assert qkv[e:2 * e].equal(base_qkv[e:2 * e])
+    assert not qkv[:e].equal(base_qkv[:e]) and not qkv[2 * e:].equal(base_qkv[2 * e:])
+    assert not model.blocks[0].ff.out_proj.weight.equal(base.blocks[0].ff.out_proj.weight)
     assert (run_dir / "test-responses.json").exists()
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 import torch
+import transformers
+from open_model_dirs import FAMILIES, llama, write_model_dir
 from serve_runs import Server, free_port
 
 from scratchgpt.config import ModelConfig
@@ -574,6 +576,50 @@ def test_our_served_model_judges_over_both_protocols(judge_server: tuple[Server,
     assert answers["ollama"] == answers["openai"]
     assert all(answers["ollama"])  # every entry was answered
     assert (tmp_path / "ollama.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.fixture(scope="module")
+def llama_judge(instruct_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``scratchgpt serve`` of a small random Llama 3 directory (its own chat template), with
+    a context of 1,024 for the book's judge prompt in its small vocabulary."""
+    directory = tmp_path_factory.mktemp("judge-models") / "llama-judge"
+    write_model_dir(directory, replace(FAMILIES["llama"], config=lambda vocab: llama(vocab, 1024)))
+    server = Server(directory, instruct_cache, "--max-tokens", "8")
+    yield server, directory
+    server.stop()
+
+
+def test_a_served_open_model_judges_as_transformers_answers(llama_judge: tuple[Server, Path],
+                                                             tmp_path: Path) -> None:
+    """Llama 3 served as the judge: each answer, to the book's prompt and to the re-ask after
+    it, is transformers' greedy continuation of the conversation in the model's template."""
+    server, directory = llama_judge
+    responses = tmp_path / "test-responses.json"
+    responses.write_text(json.dumps(ENTRIES[:2]), encoding="utf-8")
+    settings = JudgeSettings(url=server.url + "/v1", model=directory.name, max_tokens=4,
+                             attempts=2, backoff=0.01, timeout=60)
+    result = judge_responses(responses, settings, progress=False, plot=False)
+    assert result.count("failed") == 0, [e.error for e in result.entries]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    eos = json.loads((directory / "generation_config.json").read_text())["eos_token_id"]
+
+    def answer(messages: list[dict[str, str]]) -> str:
+        prompt = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                               add_generation_prompt=True)
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False,
+                              eos_token_id=eos, pad_token_id=eos[0])[0, len(prompt):].tolist()
+        return tokenizer.decode(out[: next((i for i, t in enumerate(out) if t in eos), None)])
+
+    for entry, judged in zip(ENTRIES[:2], result.entries, strict=True):
+        asked = [{"role": "user", "content": judge_prompt(entry)}]
+        assert judged.answers[0] == answer(asked)
+        if judged.status == "unscored":  # gibberish has no score: asked once more
+            assert judged.answers[1] == answer([*asked, {"role": "assistant",
+                                                         "content": judged.answers[0]},
+                                                {"role": "user", "content": REASK}])
+    assert len({judged.answers[0] for judged in result.entries}) == 2  # the prompt matters
 
 
 def test_a_judge_whose_context_is_too_short_fails_each_entry_clearly(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.config import get_preset
+from scratchgpt.config import get_preset, with_architecture
 from scratchgpt.model import (
     GPTClassifier,
     GPTModel,
@@ -19,7 +19,7 @@ from scratchgpt.model import (
     set_trainable,
 )
 from scratchgpt.model.linear import Linear
-from scratchgpt.model.lora import LORA_TARGETS
+from scratchgpt.model.lora import default_targets
 
 NANO = get_preset("nano").replace(vocab_size=97)  # emb_dim 64, 2 layers, context 64
 
@@ -100,14 +100,54 @@ def test_apply_lora_wraps_every_blocks_projections_and_freezes_the_rest() -> Non
 
 def test_apply_lora_takes_a_subset_of_targets() -> None:
     model = GPTModel(NANO)
-    assert apply_lora(model, 4, 4, targets=("att.qkv",)) == ["blocks.0.att.qkv",
-                                                             "blocks.1.att.qkv"]
+    assert apply_lora(model, 4, 4, targets=("qkv",)) == ["blocks.0.att.qkv", "blocks.1.att.qkv"]
     assert type(model.blocks[0].ff.fc) is Linear
+    model = GPTModel(NANO)
+    assert apply_lora(model, 4, 4, targets="q, v,down") == [
+        f"blocks.{i}.{path}" for i in range(2) for path in ("att.qkv", "ff.out_proj")]
+    assert model.blocks[0].att.qkv.parts == {"q": slice(0, 64), "v": slice(128, 192)}
+
+
+def test_each_part_adapts_its_own_rows_of_a_fused_layer() -> None:
+    """Adapters on q and v of a grouped-query qkv (q 32 rows, k and v 16 each) change those
+    rows only, each by its own low-rank product, and merge into those rows."""
+    torch.manual_seed(0)
+    base = nn.Linear(8, 64)
+    layer = LoRALinear(base, rank=2, alpha=4, parts={"q": slice(0, 32), "v": slice(48, 64)})
+    for name in ("q", "v"):
+        layer.B[name].data.normal_()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        plain = base(x)
+        expected = plain.clone()
+        expected[:, :32] += 2 * x @ layer.A["q"] @ layer.B["q"]
+        expected[:, 48:] += 2 * x @ layer.A["v"] @ layer.B["v"]
+    out = layer(x)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(out[:, 32:48], plain[:, 32:48])  # k: untouched
+    out.sum().backward()
+    assert base.weight.grad is None and layer.A["q"].grad is not None
+    torch.testing.assert_close(layer.merged()(x), expected, atol=1e-5, rtol=0)
+
+
+def test_targets_follow_the_published_layers() -> None:
+    gated = GPTModel(with_architecture(NANO, "llama3"))
+    assert default_targets(gated.blocks[0]) == ("q", "k", "v", "o", "gate", "up", "down")
+    assert default_targets(GPTModel(NANO).blocks[0]) == ("qkv", "o", "up", "down")
+    apply_lora(gated, 4, 8)
+    fc = gated.blocks[0].ff.fc
+    hidden = gated.blocks[0].ff.hidden_dim
+    assert fc.parts == {"gate": slice(0, hidden), "up": slice(hidden, None)}
+    assert set(gated.blocks[0].att.qkv.parts) == {"q", "k", "v"}
 
 
 def test_apply_lora_refuses_what_it_cannot_do() -> None:
-    with pytest.raises(ValueError, match="choose from: " + ", ".join(LORA_TARGETS)):
-        apply_lora(GPTModel(NANO), 8, 16, targets=("att.query",))
+    with pytest.raises(ValueError, match="unknown LoRA targets.*q, k, v, qkv, o, up, down"):
+        apply_lora(GPTModel(NANO), 8, 16, targets=("query",))
+    with pytest.raises(ValueError, match="this model has no gate layer"):
+        apply_lora(GPTModel(NANO), 8, 16, targets="gate,up")
+    with pytest.raises(ValueError, match="either qkv or some of q, k, v"):
+        apply_lora(GPTModel(NANO), 8, 16, targets="qkv,q")
     with pytest.raises(ValueError, match="no TransformerBlock"):
         apply_lora(nn.Linear(4, 4), 8, 16)
     model = GPTModel(NANO)

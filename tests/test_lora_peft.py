@@ -137,3 +137,84 @@ def test_merged_model_equals_peft_merge_and_unload(ids: torch.Tensor) -> None:
                                atol=1e-6, rtol=0)
     torch.testing.assert_close(ours.blocks[1].ff.out_proj.weight, hf_block.mlp.c_proj.weight.T,
                                atol=1e-6, rtol=0)
+
+
+# -- Llama 3 and Qwen3: one adapter per published projection --------------------------------
+# peft's layer inside model.layers.N -> our target (its layer in blocks.N, and its part there)
+FAMILY_TARGETS = {"self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v",
+                  "self_attn.o_proj": "o", "mlp.gate_proj": "gate", "mlp.up_proj": "up",
+                  "mlp.down_proj": "down"}
+OUR_LAYER = {"q": "att.qkv", "k": "att.qkv", "v": "att.qkv", "o": "att.out_proj",
+             "gate": "ff.fc", "up": "ff.fc", "down": "ff.out_proj"}
+
+
+def our_adapter(ours: GPTModel, layer: int, target: str) -> tuple[nn.Parameter, nn.Parameter]:
+    """Our ``A`` and ``B`` for ``target`` in block ``layer`` (a part's, or the layer's own)."""
+    module = ours.blocks[layer].get_submodule(OUR_LAYER[target])
+    assert isinstance(module, LoRALinear)
+    if module.parts is None:
+        return module.A, module.B
+    return module.A[target], module.B[target]
+
+
+def family_twins(family: str, targets: list[str]) -> tuple[GPTModel, nn.Module]:
+    """A small random Llama 3 or Qwen3 (GQA, head_dim not emb / heads) with peft's adapters on
+    ``targets`` (B random) and our GPTModel with the same weights and adapters."""
+    import transformers
+    from open_model_dirs import llama, qwen3
+
+    from scratchgpt.hub.families import model_config_from_hf, state_dict_from_hf
+
+    torch.manual_seed(0)
+    hf_config = (llama if family == "llama" else qwen3)(SHAPE["vocab_size"], context=32)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+    config_dict = hf_config.to_dict()
+    ours = GPTModel(model_config_from_hf(config_dict))
+    ours.load_state_dict(state_dict_from_hf(hf.state_dict(), config_dict))
+    peft_names = [name.split(".")[1] for name, ours_name in FAMILY_TARGETS.items()
+                  if ours_name in targets]
+    peft_model = get_peft_model(hf, LoraConfig(r=4, lora_alpha=8, target_modules=peft_names,
+                                               lora_dropout=0.0, bias="none"))
+    apply_lora(ours, 4, 8, targets=targets)
+    with torch.no_grad():
+        for layer, hf_layer in enumerate(peft_model.get_base_model().model.layers):
+            for hf_name, target in FAMILY_TARGETS.items():
+                if target not in targets:
+                    continue
+                peft_layer = hf_layer.get_submodule(hf_name)
+                peft_layer.lora_B["default"].weight.normal_(std=0.1)
+                A, B = our_adapter(ours, layer, target)
+                A.copy_(peft_layer.lora_A["default"].weight.T)
+                B.copy_(peft_layer.lora_B["default"].weight.T)
+    return ours, peft_model
+
+
+@pytest.mark.parametrize(("family", "targets"), [
+    ("qwen3", ["q", "k", "v", "o", "gate", "up", "down"]),
+    ("llama", ["q", "v"]),  # peft's classic choice: two of the three parts of our qkv
+    ("llama", ["k", "o", "up"]),
+])
+def test_family_adapters_equal_peft_on_each_projection(
+        family: str, targets: list[str], ids: torch.Tensor) -> None:
+    ours, peft_model = family_twins(family, targets)
+    our_logits, peft_logits = ours(ids), peft_model(input_ids=ids).logits
+    torch.testing.assert_close(our_logits, peft_logits, atol=1e-5, rtol=0)
+    labels = torch.roll(ids, -1, dims=1)
+    losses = [nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+              for logits in (our_logits, peft_logits)]
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=0)
+    for loss in losses:
+        loss.backward()
+    for layer, hf_layer in enumerate(peft_model.get_base_model().model.layers):
+        for hf_name, target in FAMILY_TARGETS.items():
+            if target in targets:
+                peft_layer = hf_layer.get_submodule(hf_name)
+                A, B = our_adapter(ours, layer, target)
+                torch.testing.assert_close(A.grad, peft_layer.lora_A["default"].weight.grad.T,
+                                           atol=1e-6, rtol=1e-4)
+                torch.testing.assert_close(B.grad, peft_layer.lora_B["default"].weight.grad.T,
+                                           atol=1e-6, rtol=1e-4)
+    assert trainable(ours) == trainable(peft_model)
+    merged = merge_lora(ours)(ids)
+    torch.testing.assert_close(merged, peft_model.merge_and_unload()(input_ids=ids).logits,
+                               atol=1e-5, rtol=0)

@@ -447,7 +447,7 @@ def generate_text(
 def generate_batch_text(
     model: GPTModel,
     tokenizer: Tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     max_new_tokens: int,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -459,6 +459,7 @@ def generate_batch_text(
 ) -> list[str]:
     """The continuation of every prompt, generated together by :func:`generate_batch`.
 
+    A prompt is text, framed as :func:`generate_text` frames it, or token ids already encoded.
     Each text is what ``"".join(generate_text(...))`` gives for its prompt alone: it ends at
     any of ``stop_ids`` (None: the tokenizer's end-of-text token), after ``max_new_tokens``
     tokens, or just before the
@@ -481,7 +482,8 @@ def generate_batch_text(
 
     rows = generate_batch(
         model,
-        [tokenizer.post_process(tokenizer.encode(prompt)) for prompt in prompts],
+        [tokenizer.post_process(tokenizer.encode(prompt)) if isinstance(prompt, str)
+         else list(prompt) for prompt in prompts],
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,

@@ -11,6 +11,7 @@
         loss.png          training and validation loss against tokens seen
         checkpoints/      step-NNNNNNNN/ and best/ (see scratchgpt.training.checkpoints)
         split/            a fine-tuning's data split (see scratchgpt.data.splits)
+        template/         a run tuned in its model's own chat template: that template's files
         eval.json, confusion.png, errors.jsonl   a classifier's test (scratchgpt.evaluation)
 """
 
@@ -24,6 +25,8 @@ from torch import nn
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import dump_toml, load_toml
+from scratchgpt.data.chat_templates import copy_usage_files
+from scratchgpt.data.prompt_styles import TEMPLATE
 from scratchgpt.model import GPTClassifier, GPTModel
 from scratchgpt.model.lora import apply_lora, merge_lora
 from scratchgpt.tokenizers import Tokenizer
@@ -37,6 +40,7 @@ LANGUAGE_MODEL_HEAD = {"kind": "language_model"}  # next-token logits (runs olde
 MODEL_TABLES = (RESOLVED_MODEL, HEAD)
 CHECKPOINTS = "checkpoints"
 SPLIT_DIR = "split"  # a fine-tuning's train/val/test texts (scratchgpt.data.splits)
+TEMPLATE_DIR = "template"  # the chat template a run was instruction-tuned in, and its files
 
 
 def model_tables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -121,15 +125,48 @@ def build_model(tables: dict[str, Any], source: str) -> nn.Module:
         raise ValueError(f"{source} [{HEAD}]: unknown kind {head.get('kind')!r}; expected "
                          "language_model or classifier")
     if head.get("trainable") == "lora":
-        apply_lora(backbone, head["lora_rank"], head["lora_alpha"], head["lora_dropout"])
+        apply_lora(backbone, head["lora_rank"], head["lora_alpha"], head["lora_dropout"],
+                   head.get("lora_targets", "all"))
     return model
 
 
 def run_prompt_style(run_dir: str | Path) -> str | None:
-    """The prompt style a run was instruction-tuned with (``[head] prompt_style``), or None
-    for a base model: ``chat``, ``generate`` and the server format prompts with it unasked."""
+    """The prompt style a run was instruction-tuned with (``[head] prompt_style``: ``alpaca``,
+    ``phi3``, ``chatml``, or ``template``, its model's own chat template, kept in
+    :func:`run_template_dir`), or None for a base model: ``chat``, ``generate`` and the server
+    format prompts with it unasked."""
     tables = model_tables(load_toml(Path(run_dir) / CONFIG_FILE))
     return tables[HEAD].get("prompt_style")
+
+
+def save_run_template(source_dir: Path, run_dir: Path) -> None:
+    """Keep the chat template a run is instruction-tuned in: copy the files of ``source_dir``
+    (a Hugging Face directory, or a run's :data:`TEMPLATE_DIR`) that hold the template, its
+    special tokens and the model's end-of-turn ids
+    (:data:`~scratchgpt.data.chat_templates.USAGE_FILES`), as they are, into
+    ``RUN_DIR/template/``. A template directory reads as the model's own: the run is prompted,
+    stops and exports as the model it came from."""
+    (run_dir / TEMPLATE_DIR).mkdir(parents=True, exist_ok=True)
+    copy_usage_files(source_dir, run_dir / TEMPLATE_DIR)
+
+
+def run_template_dir(run_dir: str | Path) -> Path | None:
+    """The directory holding the chat template of a run tuned in it (``prompt_style =
+    "template"``), which :func:`~scratchgpt.data.chat_templates.read_chat_template` and
+    :func:`~scratchgpt.data.chat_templates.end_of_turn_ids` read as a model's; None for any
+    other run."""
+    run_dir = Path(run_dir)
+    if run_prompt_style(run_dir) != TEMPLATE:
+        return None
+    directory = run_dir / TEMPLATE_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} was instruction-tuned in its model's chat template ([{HEAD}] "
+            f'prompt_style = "{TEMPLATE}") but {directory} is missing: copy the chat template '
+            "files of the model it was tuned from (tokenizer_config.json, chat_template.jinja, "
+            "generation_config.json) into it"
+        )
+    return directory
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Module, Tokenizer]:

@@ -600,7 +600,10 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     instruct = add_command(
         tasks, "instruct", help="an assistant that follows instructions (the book's ch. 7)",
         description="Fine-tune a GPT on instruction/response records (or multi-turn "
-                    "conversations) rendered in a prompt style: a seeded 85/5/10 split is saved "
+                    "conversations) rendered in the model's own chat template (a Hugging Face "
+                    "model that has one: Llama 3, Qwen3, Gemma 3; the loss on the assistant "
+                    "turns, the template kept in the run for chat, serve and export) or in a "
+                    "prompt style (alpaca, phi3, chatml): a seeded 85/5/10 split is saved "
                     "in the run directory, all weights or LoRA adapters train with the same "
                     "loop as pretraining (checkpoints, --resume, Ctrl-C), each evaluation "
                     "answers a few validation instructions (samples.txt), and the best "
@@ -608,8 +611,9 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
                     "(test-responses.json, scored in eval.json).",
         examples=["scratchgpt finetune instruct --data instructions --model gpt2-124M "
                   "--out runs/assistant",
-                  "scratchgpt finetune instruct --data alpaca --limit 5000 --model gpt2-355M "
-                  "--train lora --prompt-style chatml --mask-prompt --out runs/alpaca-lora",
+                  "scratchgpt finetune instruct --data alpaca --limit 5000 --model "
+                  "Qwen/Qwen3-0.6B --train lora --out runs/qwen3-alpaca   # in the chat "
+                  "template Qwen3 ships",
                   "scratchgpt finetune instruct --config configs/book-ch7.toml "
                   "--out runs/book-ch7"],
     )

@@ -338,7 +338,9 @@ def _add_compare(tasks: argparse._SubParsersAction) -> None:
                     "RUN/eval.json) and print one table: a row per run, a column per "
                     "evaluation and headline metric, the best figure in each column starred. "
                     "A column whose runs were evaluated on different data (their fingerprints "
-                    "differ) is marked '(mixed data)'.",
+                    "differ) is marked '(mixed data)'; a perplexity column whose runs cut the "
+                    "same text into different numbers of tokens (models of different "
+                    "families) is marked '(different tokenizers)' and has no best.",
         examples=["scratchgpt evaluate compare runs/assistant runs/assistant-lora",
                   "scratchgpt evaluate compare runs/* --plot compare.png",
                   "scratchgpt evaluate compare runs/a runs/b --json"],

@@ -17,11 +17,19 @@ Qwen3's ``enable_thinking``). Templates are code from the internet: they run in 
 immutable sandbox, which refuses to reach Python's internals.
 
 :func:`end_of_turn_ids` says which tokens end the model's answer, for generation to stop on.
+
+To fine-tune in the template (``finetune instruct --prompt-style template``),
+:meth:`ChatTemplate.segments` cuts a conversation's rendering into the answers, which are
+learned, and the rest, which is not. It finds each answer from the rendering itself (what the
+conversation up to the answer adds to the prompt before it), so it needs no ``{% generation
+%}`` markers, which few templates have.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -34,6 +42,7 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scratchgpt.config_files import read_json_object
+from scratchgpt.data.prompt_styles import PROMPT_STYLES, Message, Segment, check_messages
 
 # The special tokens transformers puts in a template's scope (its SPECIAL_TOKENS_ATTRIBUTES).
 SPECIAL_TOKEN_NAMES = (
@@ -41,6 +50,11 @@ SPECIAL_TOKEN_NAMES = (
 )
 # Names a message's reasoning may come under; transformers fills the first two from any of them.
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# A Hugging Face directory's files on how its model is used: where its chat templates, their
+# special tokens and its end-of-turn ids are read from (and its tokenizer's other settings).
+USAGE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+               "chat_template.jinja", "additional_chat_templates")
+_STYLE_NAMES = ", ".join(PROMPT_STYLES)  # what to use instead of a template
 
 
 class ChatTemplateError(ValueError):
@@ -152,6 +166,7 @@ class ChatTemplate:
     name = "chat_template"
     stop: tuple[str, ...] = ()  # answers end at the model's end-of-turn tokens, by id
     default_system: str | None = None  # the template writes its own default, if any
+    append_end_of_text = False  # each answer ends as the template closes a turn, nothing added
 
     def __init__(self, source: str, special_tokens: Mapping[str, str] | None = None,
                  origin: str = "the chat template") -> None:
@@ -203,6 +218,70 @@ class ChatTemplate:
         """The prompt of one user message (the instruction, then its input if any)."""
         content = f"{instruction}\n\n{input}" if input else instruction
         return self.render([{"role": "user", "content": content}])
+
+    def instruction_segments(self, instruction: str, input: str, output: str) -> list[Segment]:
+        """The segments of an instruction record: the conversation of one user message (as
+        :meth:`instruction_prompt` writes it) and the output as the assistant's answer."""
+        content = f"{instruction}\n\n{input}" if input else instruction
+        return self.segments([{"role": "user", "content": content},
+                              {"role": "assistant", "content": output}])
+
+    def segments(self, messages: Sequence[Message]) -> list[Segment]:
+        """The rendering of a conversation that ends with an answer, to train on, cut into
+        the answers (trained) and all else (not), as :meth:`PromptStyle.segments
+        <scratchgpt.data.prompt_styles.PromptStyle.segments>` cuts its own.
+
+        Where the template puts the answer of assistant message ``i`` is read off its
+        renderings: ``P``, the messages before it with the generation prompt (what the model
+        is given to answer), and ``F``, the messages up to it. The answer is what ``F`` adds to
+        ``P``: the content and however the template closes the turn (its end-of-turn token, so
+        that the model learns to stop). ``P`` and ``F`` must both begin the rendering of the
+        whole conversation; a template that renders earlier turns differently once later ones
+        follow (Qwen3's drops the reasoning of all but the last answer) cannot be cut so, and
+        raises :class:`ChatTemplateError` with what differs and what to do."""
+        check_messages(messages, ends_with_answer=True)
+        whole = self.render(messages, add_generation_prompt=False)
+        segments: list[Segment] = []
+        done = 0  # the end of the last answer
+        for index, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prompt = self.render(messages[:index], add_generation_prompt=True)
+            turn = self.render(messages[: index + 1], add_generation_prompt=False)
+            self._check_start(prompt, whole, f"the prompt for message {index}")
+            self._check_start(turn, whole, f"the conversation up to message {index}")
+            if not done <= len(prompt) < len(turn):
+                raise ChatTemplateError(
+                    f"the chat template of {self.origin} writes nothing for the answer of "
+                    f"message {index} after the prompt for it: there is no answer to learn; "
+                    f"use a prompt style instead (--prompt-style {_STYLE_NAMES})"
+                )
+            if len(prompt) > done:
+                segments.append(Segment(whole[done:len(prompt)], trained=False))
+            segments.append(Segment(whole[len(prompt):len(turn)], trained=True))
+            done = len(turn)
+        if done < len(whole):
+            segments.append(Segment(whole[done:], trained=False))
+        return segments
+
+    def _check_start(self, part: str, whole: str, what: str) -> None:
+        """Refuse a rendering ``part`` that does not begin ``whole``, showing where they
+        part."""
+        if whole.startswith(part):
+            return
+        at = len(os.path.commonprefix([part, whole]))
+        start = max(at - 20, 0)
+        raise ChatTemplateError(
+            f"the chat template of {self.origin} does not render {what} as the start of the "
+            f"whole conversation: at character {at}, {what} reads {part[start:at + 30]!r} "
+            f"where the whole conversation reads {whole[start:at + 30]!r}. The template "
+            "renders earlier turns differently once later ones follow (Qwen3's, for one, drops "
+            "the <think> block of all but the last answer), or its generation prompt is not "
+            "how it begins an answer, so the answer's tokens cannot be found in the "
+            "conversation it is trained in. Split the conversation into records that each end "
+            "with one answer, or fine-tune in a prompt style instead (--prompt-style "
+            f"{_STYLE_NAMES})"
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -268,8 +347,17 @@ def _templates_in(model_dir: Path) -> tuple[dict[str, str], str]:
     raise ChatTemplateError(
         f"{model_dir} has no chat template (no chat_template.jinja, no 'chat_template' in "
         "tokenizer_config.json): is this a base model rather than an instruction-tuned one? "
-        "Use a prompt style instead (alpaca, phi3, chatml)"
+        f"Use a prompt style instead ({_STYLE_NAMES})"
     )
+
+
+def has_chat_template(model_dir: str | Path) -> bool:
+    """Whether a directory holds a chat template for :func:`read_chat_template` to read."""
+    model_dir = Path(model_dir)
+    config = model_dir / "tokenizer_config.json"
+    return ((model_dir / "chat_template.jinja").is_file()
+            or (model_dir / "additional_chat_templates").is_dir()
+            or (config.is_file() and "chat_template" in _read_json(config)))
 
 
 def read_chat_template(model_dir: str | Path, name: str | None = None) -> ChatTemplate:
@@ -284,6 +372,23 @@ def read_chat_template(model_dir: str | Path, name: str | None = None) -> ChatTe
             f"{', '.join(sorted(templates))}"
         )
     return ChatTemplate(templates[choice], read_special_tokens(model_dir), origin)
+
+
+def copy_usage_files(source_dir: Path, target_dir: Path) -> list[Path]:
+    """The :data:`USAGE_FILES` of ``source_dir`` that exist, copied as they are into
+    ``target_dir`` (a directory read as ``source_dir`` is for its template and end-of-turn
+    ids); the paths written."""
+    copied = []
+    for name in USAGE_FILES:
+        source, target = source_dir / name, target_dir / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copyfile(source, target)
+        else:
+            continue
+        copied.append(target)
+    return copied
 
 
 def end_of_turn_ids(model_dir: str | Path, token_id: Callable[[str], int | None]) -> list[int]:

@@ -1,15 +1,21 @@
 """Instruction records as batches of token ids and targets: the data of instruction tuning.
 
 Each example is the tokens of its record's text in a prompt style, then the end-of-text token,
-which teaches the model to stop after an answer. The targets are the inputs shifted by one
-token, as in pretraining, with ``IGNORE_INDEX`` (-100, which ``cross_entropy`` skips) wherever
-the next token is not to be learned:
+which teaches the model to stop after an answer. In the model's own chat template
+(``--prompt-style template``) nothing is added: each answer ends as the template closes a turn
+(``<|im_end|>``, ``<|eot_id|>``), and that is what teaches it. The text is encoded segment by
+segment (:func:`~scratchgpt.data.prompt_format.encode_prompt`: a template's special tokens as
+themselves), so the tokens before an answer are those of the prompt the model is later given.
+The targets are the inputs shifted by one token, as in pretraining, with ``IGNORE_INDEX``
+(-100, which ``cross_entropy`` skips) wherever the next token is not to be learned:
 
 - the book's collate (chapter 7): a batch is padded to its longest example with end-of-text
-  tokens; the first end-of-text of an example is a target, the padding after it is not;
+  tokens; the first end-of-text of an example is a target, the padding after it is not (no
+  trained position sees the padding, which comes after it, so a tokenizer without end-of-text
+  pads with id 0);
 - prompt masking: with ``mask_prompt``, an instruction's prompt is not learned either, only its
   response (the book trains on the whole text, an exercise of the chapter masks it); in a
-  conversation only the assistant's answers are ever learned;
+  conversation, and in a chat template, only the assistant's answers are ever learned;
 - safe truncation: an example longer than the context is cut from the left when every token
   of its final answer and its end-of-text stay targets (the token before the answer is kept
   too, to predict its first); otherwise it is left out, and counted.
@@ -21,7 +27,9 @@ from collections.abc import Sequence
 
 import torch
 
-from scratchgpt.data.instructions import InstructionRecord, Record, record_segments
+from scratchgpt.data.chat_templates import ChatTemplateError
+from scratchgpt.data.instructions import InstructionRecord, Record, record_fields, record_segments
+from scratchgpt.data.prompt_format import PromptFormat, encode_prompt
 from scratchgpt.data.prompt_styles import PromptStyle
 from scratchgpt.tokenizers import Tokenizer
 
@@ -44,11 +52,11 @@ class InstructionExamples:
         self,
         records: Sequence[Record],
         tokenizer: Tokenizer,
-        style: PromptStyle,
+        style: PromptFormat,
         context_length: int,
         mask_prompt: bool = False,
     ) -> None:
-        if tokenizer.eot_id is None:
+        if style.append_end_of_text and tokenizer.eot_id is None:
             raise ValueError(
                 "this tokenizer has no end-of-text token (<|endoftext|>): instruction tuning "
                 "needs one to mark where an answer ends, so that generation knows when to stop; "
@@ -57,14 +65,23 @@ class InstructionExamples:
             )
         if not records:
             raise ValueError("no instruction records to make examples of")
-        self.eot_id = tokenizer.eot_id
+        self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
+        end = [tokenizer.eot_id] if style.append_end_of_text else []  # the end of the answer
         self.ids: list[list[int]] = []
         self.trained: list[list[bool]] = []  # whether each token is learned (as a target)
         self.truncated = 0
         needs: list[int] = []  # the context each dropped example would need
-        for record in records:
-            ids, trained, answer_start = tokenize_record(record, tokenizer, style, mask_prompt)
-            ids, trained = [*ids, self.eot_id], [*trained, True]  # the end of the answer: learned
+        for index, record in enumerate(records):
+            try:
+                ids, trained, answer_start = tokenize_record(record, tokenizer, style,
+                                                             mask_prompt)
+            except ChatTemplateError as err:
+                instruction = record_fields(record)["instruction"]
+                raise ChatTemplateError(
+                    f"record {index} of {len(records)} (the one whose last instruction begins "
+                    f"{instruction[:40]!r}): {err}"
+                ) from None
+            ids, trained = [*ids, *end], [*trained, *[True] * len(end)]  # learned
             keep = context_length + 1  # inputs and targets are the tokens shifted by one
             if len(ids) > keep:
                 if answer_start <= len(ids) - keep:  # its first token would be no target
@@ -89,23 +106,25 @@ class InstructionExamples:
 
     def batch(self, indices: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [int(i) for i in indices]
-        return collate([self.ids[i] for i in rows], [self.trained[i] for i in rows], self.eot_id)
+        return collate([self.ids[i] for i in rows], [self.trained[i] for i in rows], self.pad_id)
 
 
 def tokenize_record(
-    record: Record, tokenizer: Tokenizer, style: PromptStyle, mask_prompt: bool
+    record: Record, tokenizer: Tokenizer, style: PromptFormat, mask_prompt: bool
 ) -> tuple[list[int], list[bool], int]:
     """The token ids of the record's text in ``style``, whether each is learned, and where its
-    final answer starts. Answers are learned; an instruction's prompt too, unless
-    ``mask_prompt``; a conversation's other turns never."""
+    final answer starts. Answers are learned; an instruction's prompt in a prompt style too,
+    unless ``mask_prompt``; a conversation's other turns, and a chat template's, never."""
     ids: list[int] = []
     trained: list[bool] = []
     answer_start = 0
+    prompt_learned = (isinstance(record, InstructionRecord) and isinstance(style, PromptStyle)
+                      and not mask_prompt)
     for segment in record_segments(record, style):
         if segment.trained:
             answer_start = len(ids)
-        learned = segment.trained or (isinstance(record, InstructionRecord) and not mask_prompt)
-        segment_ids = tokenizer.encode_ordinary(segment.text)
+        learned = segment.trained or prompt_learned
+        segment_ids = encode_prompt(style, tokenizer, segment.text)
         ids += segment_ids
         trained += [learned] * len(segment_ids)
     return ids, trained, answer_start

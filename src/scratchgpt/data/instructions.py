@@ -2,7 +2,8 @@
 
 A record is either one instruction, an optional input and the wanted output (the book's data,
 Stanford Alpaca's), or a conversation that ends with the assistant's answer. A prompt style
-(:mod:`scratchgpt.data.prompt_styles`) turns either into text: a prompt, and the answer the
+(:mod:`scratchgpt.data.prompt_styles`), or the model's own chat template
+(:mod:`scratchgpt.data.chat_templates`), turns either into text: a prompt, and the answer the
 model learns to continue it with.
 
 :func:`load_instructions` reads records from a JSON list or a JSON Lines file; a mistake in the
@@ -23,7 +24,8 @@ from typing import Any
 
 from scratchgpt.data.corpus import json_lines
 from scratchgpt.data.labelled import utf8_text
-from scratchgpt.data.prompt_styles import Message, PromptStyle, Segment, check_messages
+from scratchgpt.data.prompt_format import PromptFormat
+from scratchgpt.data.prompt_styles import Message, Segment, check_messages
 
 SPLIT_NAMES = ("train", "val", "test")
 REPORT_FILE = "split.json"
@@ -59,18 +61,16 @@ class Conversation:
 Record = InstructionRecord | Conversation
 
 
-def record_segments(record: Record, style: PromptStyle) -> list[Segment]:
-    """The text of ``record`` in ``style``, its answers marked trained: for an instruction, the
-    prompt (untrained) then the output and the style's end of turn (trained)."""
+def record_segments(record: Record, style: PromptFormat) -> list[Segment]:
+    """The text of ``record`` in ``style`` (a prompt style or a chat template), its answers
+    marked trained: for an instruction, the prompt (untrained) then the output and how the
+    style ends a turn (trained)."""
     if isinstance(record, Conversation):
         return style.segments(record.messages)
-    return [
-        Segment(style.instruction_prompt(record.instruction, record.input), trained=False),
-        Segment(record.output + style.end_of_turn, trained=True),
-    ]
+    return style.instruction_segments(record.instruction, record.input, record.output)
 
 
-def record_prompt(record: Record, style: PromptStyle) -> str:
+def record_prompt(record: Record, style: PromptFormat) -> str:
     """The prompt for the record's final answer: what the model is given to answer it."""
     if isinstance(record, Conversation):
         return style.render(record.messages[:-1])

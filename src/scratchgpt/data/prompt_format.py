@@ -6,10 +6,14 @@ instruct`` records the one it trained with), or a Hugging Face model directory's
 :class:`~scratchgpt.data.chat_templates.ChatTemplate`. Both satisfy :class:`PromptFormat`, so
 ``generate --instruction``, ``chat`` and ``serve`` take either.
 
+Both also cut a conversation into :class:`~scratchgpt.data.prompt_styles.Segment` s, the
+answers marked trained, so ``finetune instruct`` trains in either (``--prompt-style template``:
+the model's own).
+
 One difference stays: a prompt style is plain text, any marker in it spelled as ordinary
 tokens, while a chat template writes the model's special tokens (``<|im_start|>``, a BOS) as
 their text, to be read back as those tokens, as transformers' ``apply_chat_template`` does.
-:func:`encode_prompt` encodes each as it is meant.
+:func:`encode_prompt` encodes each as it is meant, prompts and training segments alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from scratchgpt.data.chat_templates import ChatTemplate
+from scratchgpt.data.prompt_styles import Segment
 from scratchgpt.tokenizers import Tokenizer
 
 
@@ -44,6 +49,17 @@ class PromptFormat(Protocol):
     def instruction_prompt(self, instruction: str, input: str = "") -> str:
         """The prompt of one user message: the instruction, then its input if any."""
 
+    @property
+    def append_end_of_text(self) -> bool:
+        """Whether a training example ends with the tokenizer's end-of-text token (a prompt
+        style's), rather than with how the format itself closes an answer (a template's)."""
+
+    def segments(self, messages: Sequence[Mapping[str, Any]]) -> list[Segment]:
+        """The text of a conversation that ends with an answer, its answers marked trained."""
+
+    def instruction_segments(self, instruction: str, input: str, output: str) -> list[Segment]:
+        """The text of an instruction record, its output marked trained."""
+
 
 def describe(prompt_format: PromptFormat) -> str:
     """How messages to the user name it: ``prompt format: the model's chat template``, or
@@ -54,8 +70,9 @@ def describe(prompt_format: PromptFormat) -> str:
 
 
 def encode_prompt(prompt_format: PromptFormat, tokenizer: Tokenizer, text: str) -> list[int]:
-    """The ids of a prompt ``prompt_format`` rendered: a chat template's special tokens as
-    themselves (and no BOS added: the template writes it), a prompt style's text as text."""
+    """The ids of a prompt (or a segment) ``prompt_format`` rendered: a chat template's
+    special tokens as themselves (and no BOS added: the template writes it), a prompt style's
+    text as text."""
     if isinstance(prompt_format, ChatTemplate):
         return tokenizer.encode(text, allowed_special="all")
     return tokenizer.encode_ordinary(text)

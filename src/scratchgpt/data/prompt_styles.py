@@ -24,6 +24,10 @@ The markers of the last two are ordinary text to a tokenizer that lacks them as 
 :meth:`PromptStyle.segments` the text of a whole conversation cut into pieces, each marked
 trained or not (what is learned from: the answers), and :attr:`PromptStyle.chat_template` the
 same layout in Jinja, for a Hugging Face ``tokenizer_config.json``.
+
+A fourth choice, :data:`TEMPLATE` (``--prompt-style template``), is no layout of ours: it is the
+model's own chat template (:class:`~scratchgpt.data.chat_templates.ChatTemplate`), which cuts a
+conversation into the same kind of segments.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import ClassVar
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 ROLES = ("system", "user", "assistant")
+TEMPLATE = "template"  # the prompt style that is the model's own chat template
 
 
 @dataclass(frozen=True)
@@ -102,12 +107,19 @@ class PromptStyle:
     user_turn: ClassVar[str]  # the text of a user message
     assistant_start: ClassVar[str]  # what precedes an answer: the end of every prompt
     after_turn: ClassVar[str]  # what follows end_of_turn when the conversation goes on
+    append_end_of_text = True  # a training example ends with the end-of-text token (the book's)
 
     def instruction_prompt(self, instruction: str, input: str = "") -> str:
         """The prompt of one instruction (and its input, if any): it ends where the response
         begins. Without an input, it is the prompt of the one user message ``instruction``."""
         content = f"{instruction}\n\n{input}" if input else instruction
         return self.render([{"role": "user", "content": content}])
+
+    def instruction_segments(self, instruction: str, input: str, output: str) -> list[Segment]:
+        """The text of an instruction record, to train on: its prompt (not trained), then the
+        output and the style's end of turn (trained)."""
+        return [Segment(self.instruction_prompt(instruction, input), trained=False),
+                Segment(output + self.end_of_turn, trained=True)]
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The text of ``messages``; with ``add_generation_prompt``, followed by the start of an

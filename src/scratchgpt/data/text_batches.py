@@ -4,8 +4,16 @@ Each text becomes its token ids, cut to at most ``max_length`` tokens: ``truncat
 keeps the start of a long text (where an email's subject and greeting are), ``"tail"`` its
 end. A batch is padded only to its own longest text, not to the context length, and carries
 each text's real length, so the model reads the last *real* token of each text
-(:class:`~scratchgpt.model.classifier.GPTClassifier`). An empty text is one end-of-text token:
-it gets a prediction like any other.
+(:class:`~scratchgpt.model.classifier.GPTClassifier`). An empty text is its BOS alone, or one
+end-of-text token for a tokenizer without a BOS: it gets a prediction like any other.
+
+A text is framed as the model saw text in pretraining, as transformers' tokenizer frames it
+(``add_special_tokens=True``): Llama 3's ``<|begin_of_text|>`` and Gemma's ``<bos>`` first
+(:meth:`~scratchgpt.tokenizers.base.Tokenizer.post_process`; GPT-2 and Qwen add nothing).
+``max_length`` counts the frame: a long text is cut, never its BOS. Which id pads a batch does
+not matter to the model (it reads a text's last real token by its length), so it is simply the
+end-of-text token, or id 0 for a tokenizer with none (Llama 3), even where that id also occurs
+inside texts.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ Truncate = Literal["head", "tail"]
 def encode_text(
     tokenizer: Tokenizer, text: str, max_length: int, truncate: Truncate = "head"
 ) -> list[int]:
-    """The token ids of ``text`` (special-token spellings count as plain text), at most
-    ``max_length`` of them."""
-    ids = tokenizer.encode_ordinary(text) or [tokenizer.eot_id or 0]
-    if len(ids) <= max_length:
-        return ids
-    return ids[:max_length] if truncate == "head" else ids[-max_length:]
+    """The token ids of ``text`` (special-token spellings count as plain text) framed by the
+    tokenizer's BOS where it has one, at most ``max_length`` of them in all."""
+    ids = tokenizer.encode_ordinary(text)
+    room = max(max_length - len(tokenizer.post_process([])), 0)  # what the text may fill
+    if len(ids) > room:
+        ids = ids[:room] if truncate == "head" else ids[len(ids) - room :]
+    return tokenizer.post_process(ids) or [tokenizer.eot_id or 0]
 
 
 class TokenizedTexts:

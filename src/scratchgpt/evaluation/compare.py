@@ -7,6 +7,12 @@ metric (``mmlu-5shot accuracy``), a row a run, and a run that lacks an evaluatio
 gap. Two runs' figures sit in one column only when they came from records of the same name;
 the records' data fingerprints say whether the data was really the same, and a column whose
 runs saw different data is flagged.
+
+Runs of different families (GPT-2, Llama 3, Qwen3, Gemma 3) compare in one table, with one
+caution: perplexity is per *token*, and their tokenizers cut the same text into different
+numbers of tokens (a larger vocabulary, fewer and less predictable tokens). A perplexity column
+whose runs counted different numbers of tokens in the same text is flagged "(different
+tokenizers)" and has no best: its figures are not of one unit.
 """
 
 from __future__ import annotations
@@ -39,17 +45,20 @@ class Comparison:
     columns: list[str] = field(default_factory=list)
     values: dict[str, dict[str, float]] = field(default_factory=dict)
     mixed_data: set[str] = field(default_factory=set)  # columns whose runs saw different data
+    mixed_tokenizers: set[str] = field(default_factory=set)  # per-token figures, unlike tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "columns": self.columns, "values": self.values,
-                "mixed_data": sorted(self.mixed_data)}
+                "mixed_data": sorted(self.mixed_data),
+                "mixed_tokenizers": sorted(self.mixed_tokenizers)}
 
     def table(self) -> str:
         """The table as aligned text: runs down, columns across (best per column starred)."""
         if not self.columns:
             return ("no evaluations found in " + ", ".join(self.runs)
                     + ": run `scratchgpt evaluate ...` on them first")
-        header = ["run", *(f"{c}{' (mixed data)' if c in self.mixed_data else ''}"
+        header = ["run", *(c + (" (mixed data)" if c in self.mixed_data else "")
+                           + (" (different tokenizers)" if c in self.mixed_tokenizers else "")
                            for c in self.columns)]
         best = {column: self._best(column) for column in self.columns}
         rows = [[run, *(_cell(self.values[run].get(column), best[column] == run)
@@ -62,10 +71,11 @@ class Comparison:
 
     def _best(self, column: str) -> str | None:
         """The run with the best figure in ``column`` (None when fewer than two runs have one,
-        or for counts and intervals, where "best" means nothing)."""
+        for counts and intervals, where "best" means nothing, and for figures per token of
+        different tokenizers)."""
         metric = column.rsplit(" ", 1)[-1]
         scored = {run: v[column] for run, v in self.values.items() if column in v}
-        if len(scored) < 2 or metric in ("scored", "ci95"):
+        if len(scored) < 2 or metric in ("scored", "ci95") or column in self.mixed_tokenizers:
             return None
         pick = min if metric in LOWER_IS_BETTER else max
         return pick(scored, key=scored.__getitem__)
@@ -75,6 +85,7 @@ def compare_runs(runs: Sequence[str | Path]) -> Comparison:
     """Read every run's evaluations (``eval/*.json`` and ``eval.json``) into one table."""
     comparison = Comparison(runs=[str(run) for run in runs])
     fingerprints: dict[str, set[str]] = {}
+    token_counts: dict[str, set[int]] = {}  # a perplexity column's counts of the text's tokens
     for run in runs:
         run_dir = Path(run)
         if not run_dir.is_dir():
@@ -94,7 +105,11 @@ def compare_runs(runs: Sequence[str | Path]) -> Comparison:
                 data = record.get("data")
                 if isinstance(data, dict) and "sha256" in data:
                     fingerprints.setdefault(column, set()).add(data["sha256"])
+                if kind == "perplexity" and _is_number(record.get("text_tokens")):
+                    token_counts.setdefault(column, set()).add(record["text_tokens"])
     comparison.mixed_data = {column for column, seen in fingerprints.items() if len(seen) > 1}
+    comparison.mixed_tokenizers = {column for column, seen in token_counts.items()
+                                   if len(seen) > 1} - comparison.mixed_data
     return comparison
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from scratchgpt.data.prompt_styles import PROMPT_STYLES
+from scratchgpt.data.prompt_styles import PROMPT_STYLES, TEMPLATE
 from scratchgpt.settings import (
     DECAY,
     FRACTION,
@@ -62,6 +62,11 @@ class FinetuneModel:
     lora_rank: int = knob(8, "rank of the LoRA adapters", POSITIVE)
     lora_alpha: float = knob(16.0, "LoRA scaling: the update is alpha / rank x B A", POSITIVE)
     lora_dropout: float = knob(0.0, "dropout on the LoRA adapters' input", DECAY)
+    lora_targets: str = knob("all", "which projections of each block get adapters: all, or "
+                                    "some of q,k,v,o,gate,up,down (Llama, Qwen3, Gemma 3's "
+                                    "q_proj ... down_proj) or qkv,o,up,down (GPT-2's)",
+                             Matches(r"all|[a-z]+(,[a-z]+)*",
+                                     "all, or names separated by commas: q,v"))
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -70,7 +75,7 @@ class FinetuneModel:
         """The adapters' shape, as :func:`~scratchgpt.model.trainable.set_trainable` takes it
         and the run's ``[head]`` table records it."""
         return {"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
-                "lora_dropout": self.lora_dropout}
+                "lora_dropout": self.lora_dropout, "lora_targets": self.lora_targets}
 
 
 class FinetuneConfig(Sections):
@@ -153,11 +158,14 @@ class InstructData:
     data: str = knob("instructions", "instructions or alpaca (after `scratchgpt download "
                                      "NAME`), or a JSON list or JSON Lines file of {instruction, "
                                      "input, output} records or {messages: [...]} conversations")
-    prompt_style: str = knob("alpaca", "how a record becomes text: alpaca (the book's), phi3 "
-                                       "or chatml; recorded in the run for chat and serve",
-                             OneOf(tuple(PROMPT_STYLES)))
+    prompt_style: str | None = knob(
+        None, "how a record becomes text: template (the model's own chat template, the loss "
+              "on its assistant turns), alpaca (the book's), phi3 or chatml; default: template "
+              "for a model that has a chat template, else alpaca; the one used is recorded in "
+              "the run, for chat, serve and export", OneOf((TEMPLATE, *PROMPT_STYLES)))
     mask_prompt: bool = knob(False, "put the loss on the responses only, not on the prompts "
-                                    "(conversations always train on the assistant's turns only)")
+                                    "(conversations, and any record in a template, always "
+                                    "train on the assistant's turns only)")
     limit: int | None = knob(None, "use only the first N records (default: all)", POSITIVE)
     val_fraction: float = knob(0.05, "share of the records held out for validation", FRACTION)
     test_fraction: float = knob(0.1, "share of the records held out for the final test",
@@ -176,8 +184,11 @@ class InstructData:
 class InstructModel(FinetuneModel):
     """What to start from, and which of its weights learn."""
 
-    train: str = knob("all", "which weights learn: all (full fine-tuning) or lora (low-rank "
-                             "adapters, under 1% of the weights)", OneOf(("all", "lora")))
+    train: str = knob("all", "which weights learn: all (full fine-tuning), last-block (the "
+                             "last transformer block and the final norm), last-blocks:N, or "
+                             "lora (low-rank adapters, under 1% of the weights)",
+                      Matches(r"last-block|last-blocks:\d+|all|lora",
+                              "last-block, last-blocks:N, all or lora"))
 
 
 @dataclass

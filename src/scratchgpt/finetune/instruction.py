@@ -8,8 +8,10 @@ The steps, each a library call of its own:
 2. split them, seeded, 85/5/10 into train, validation and test; the split is saved in the run
    directory,
 3. turn each record into text with a prompt style (:mod:`scratchgpt.data.prompt_styles`:
-   ``alpaca``, ``phi3``, ``chatml``) and into padded batches whose loss falls on the answers
-   (:mod:`scratchgpt.data.instruction_batches`),
+   ``alpaca``, ``phi3``, ``chatml``) or, with ``template`` (the default for a model that has
+   one), the model's own chat template (:mod:`scratchgpt.data.chat_templates`, kept in the run
+   directory's ``template/`` so that the run is prompted as it was trained), and into padded
+   batches whose loss falls on the answers (:mod:`scratchgpt.data.instruction_batches`),
 4. start from a language model (:mod:`.init_from`), train all of its weights or LoRA adapters,
    with the same :class:`~scratchgpt.training.trainer.Trainer` as pretraining, on the
    :class:`InstructionTask`; each evaluation answers a few fixed validation instructions
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
+from scratchgpt.data.chat_templates import read_chat_template
 from scratchgpt.data.instruction_batches import IGNORE_INDEX, InstructionExamples
 from scratchgpt.data.instructions import (
     Record,
@@ -43,16 +46,18 @@ from scratchgpt.data.instructions import (
     save_instruction_splits,
     split_records,
 )
-from scratchgpt.data.prompt_styles import PromptStyle, get_prompt_style
+from scratchgpt.data.prompt_format import PromptFormat, describe, encode_prompt
+from scratchgpt.data.prompt_styles import PROMPT_STYLES, TEMPLATE, get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
 from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
     InstructConfig,
     InstructData,
     InstructModel,  # noqa: F401  (re-exported: scratchgpt.finetune.instruction.InstructModel)
 )
-from scratchgpt.finetune.init_from import init_from, resume_from
+from scratchgpt.finetune.init_from import PRESET_PREFIX, init_from, resume_from
 from scratchgpt.generation import generate_batch_text
 from scratchgpt.hub.datasets import dataset_path
+from scratchgpt.hub.models import model_prompt_format, model_stop_ids, model_template_dir
 from scratchgpt.model import GPTModel
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.progress import progress_bar
@@ -60,8 +65,9 @@ from scratchgpt.run_dir import (
     HEAD,
     RESOLVED_MODEL,
     SPLIT_DIR,
+    TEMPLATE_DIR,
     load_run,
-    run_prompt_style,
+    save_run_template,
     write_whole,
 )
 from scratchgpt.tokenizers import Tokenizer
@@ -99,19 +105,43 @@ def _records(count: int) -> str:
     return f"{count:,} record" + ("" if count == 1 else "s")
 
 
-def respond(model: GPTModel, tokenizer: Tokenizer, style: PromptStyle, records: Sequence[Record],
-            *, max_new_tokens: int, batch_size: int = 16, show_progress: bool = False) -> list[str]:
-    """The model's answer (greedy) to each record's prompt, generated ``batch_size`` at a time
-    (left-padded rows decoded together, each with its own KV cache rows) and cut at the
-    style's stop strings."""
-    prompts = [record_prompt(record, style) for record in records]
+def choose_prompt_format(name: str | None, model: str) -> tuple[PromptFormat, Path | None]:
+    """The prompt format ``--prompt-style NAME`` asks for, fine-tuning ``model`` (its
+    ``--model``), and the directory of the chat template (None for a prompt style): NAME
+    ``template`` is the model's own chat template; None picks it where the model has one, else
+    ``alpaca``. A model without a template given ``template`` is refused, with the
+    alternatives."""
+    if name is not None and name != TEMPLATE:
+        return get_prompt_style(name), None
+    template_dir = None if model.startswith(PRESET_PREFIX) else model_template_dir(model)
+    if template_dir is not None:
+        return read_chat_template(template_dir), template_dir
+    if name is None:
+        return get_prompt_style("alpaca"), None
+    raise ValueError(
+        f"--prompt-style template: {model} has no chat template to render the records in "
+        "(no chat_template.jinja, no 'chat_template' in tokenizer_config.json, not a run tuned "
+        "in one: a base model has none); fine-tune it in a prompt style instead: "
+        f"--prompt-style {', '.join(PROMPT_STYLES)}"
+    )
+
+
+def respond(model: GPTModel, tokenizer: Tokenizer, style: PromptFormat, records: Sequence[Record],
+            *, max_new_tokens: int, stop_ids: tuple[int, ...] | None = None,
+            batch_size: int = 16, show_progress: bool = False) -> list[str]:
+    """The model's answer (greedy) to each record's prompt, encoded as the style means it
+    (:func:`~scratchgpt.data.prompt_format.encode_prompt`, as in training), generated
+    ``batch_size`` at a time (left-padded rows decoded together, each with its own KV cache
+    rows) and cut at the style's stop strings or any of ``stop_ids`` (None: end-of-text)."""
+    prompts = [encode_prompt(style, tokenizer, record_prompt(record, style))
+               for record in records]
     responses: list[str] = []
     with progress_bar(total=len(prompts), desc="responses", unit="response",
                       disable=not show_progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             texts = generate_batch_text(model, tokenizer, chunk, max_new_tokens,
-                                        stop=style.stop)
+                                        stop=style.stop, stop_ids=stop_ids)
             responses += [text.strip() for text in texts]
             bar.update(len(chunk))
     return responses
@@ -129,8 +159,9 @@ class InstructionTask:
     progress_metrics: tuple[str, ...] = ()
 
     def __init__(self, train: InstructionExamples, val: InstructionExamples, *, batch_size: int,
-                 eval_examples: int, seed: int, tokenizer: Tokenizer, style: PromptStyle,
-                 sample_records: Sequence[Record], max_new_tokens: int) -> None:
+                 eval_examples: int, seed: int, tokenizer: Tokenizer, style: PromptFormat,
+                 stop_ids: tuple[int, ...] | None, sample_records: Sequence[Record],
+                 max_new_tokens: int) -> None:
         self.data = {"train": train, "val": val}
         self.batch_size = batch_size
         self.seed = seed
@@ -138,6 +169,7 @@ class InstructionTask:
                           for name, examples in self.data.items()}
         self.tokenizer = tokenizer
         self.style = style
+        self.stop_ids = stop_ids
         self.sample_records = list(sample_records)
         self.max_new_tokens = max_new_tokens
 
@@ -168,7 +200,7 @@ class InstructionTask:
         if not self.sample_records or not isinstance(model, GPTModel):
             return None
         responses = respond(model, self.tokenizer, self.style, self.sample_records,
-                            max_new_tokens=self.max_new_tokens)
+                            max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids)
         return "\n\n".join(_sample_text(record, response)
                            for record, response in zip(self.sample_records, responses,
                                                        strict=True))
@@ -193,7 +225,12 @@ class InstructJob:
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
-        style = get_prompt_style(data.prompt_style)
+        if resume_dir is not None and data.prompt_style == TEMPLATE:
+            template_dir: Path | None = resume_dir / TEMPLATE_DIR  # the run's own copy
+            style: PromptFormat = read_chat_template(template_dir)
+        else:
+            style, template_dir = choose_prompt_format(data.prompt_style, choice.model)
+        style_name = TEMPLATE if template_dir is not None else style.name
         if resume_dir is not None:  # the run's own split, tokenizer and model
             splits = load_instruction_splits(resume_dir / SPLIT_DIR)
             torch.manual_seed(train.seed)  # starting over starts as the fresh run did
@@ -213,9 +250,12 @@ class InstructJob:
 
         train_examples, val_examples = examples(splits.train), examples(splits.val)
         if process.is_main:
+            if template_dir is not None:
+                masked = f" ({style.origin}), the loss on the assistant turns only"
+            else:
+                masked = ", loss on the responses only" if data.mask_prompt else ""
             log(f"{len(splits.train):,} training, {len(splits.val):,} validation and "
-                f"{len(splits.test):,} test records; prompt style {style.name}"
-                + (", loss on the responses only" if data.mask_prompt else ""))
+                f"{len(splits.test):,} test records; {describe(style)}{masked}")
             for name, part in (("training", train_examples), ("validation", val_examples)):
                 if part.truncated or part.dropped:
                     log(f"{name}: " + fitting_report(part, context))
@@ -224,16 +264,25 @@ class InstructJob:
             train.max_steps = train.steps_for_epochs(data.epochs, len(train_examples),
                                                      process.world_size)
         eval_examples = train.eval_batches * train.global_batch(process.world_size)
+        # a template's answers end at the model's end-of-turn ids; a style's at end-of-text
+        stop_ids = model_stop_ids(template_dir, tokenizer) if template_dir is not None else None
         task = InstructionTask(train_examples, val_examples, batch_size=train.batch_size,
                                eval_examples=eval_examples, seed=train.seed,
-                               tokenizer=tokenizer, style=style,
+                               tokenizer=tokenizer, style=style, stop_ids=stop_ids,
                                sample_records=splits.val[:SAMPLE_RECORDS],
                                max_new_tokens=data.max_new_tokens)
-        head = {"kind": "language_model", "prompt_style": style.name, "trainable": choice.train,
+        head = {"kind": "language_model", "prompt_style": style_name, "trainable": choice.train,
                 **choice.lora()}
-        tables = {**self.config.to_tables(), RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
-        return Setup(model, task, tokenizer, tables,
-                     write=lambda run_dir: save_instruction_splits(splits, run_dir / SPLIT_DIR))
+        settings = self.config.to_tables()  # with the prompt style the default chose
+        settings["data"] = {**settings["data"], "prompt_style": style_name}
+        tables = {**settings, RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
+
+        def write(run_dir: Path) -> None:
+            save_instruction_splits(splits, run_dir / SPLIT_DIR)
+            if template_dir is not None:
+                save_run_template(template_dir, run_dir)
+
+        return Setup(model, task, tokenizer, tables, write=write)
 
 
 def write_test_responses(run_dir: Path, *, max_new_tokens: int,
@@ -244,10 +293,10 @@ def write_test_responses(run_dir: Path, *, max_new_tokens: int,
     model, tokenizer = load_run(run_dir)
     if not isinstance(model, GPTModel):
         raise ValueError(f"{run_dir} is not a language model run")
-    style = get_prompt_style(run_prompt_style(run_dir) or "alpaca")
+    style = model_prompt_format(run_dir) or get_prompt_style("alpaca")
     records = load_instruction_splits(run_dir / SPLIT_DIR).test
     responses = respond(model, tokenizer, style, records, max_new_tokens=max_new_tokens,
-                        show_progress=show_progress)
+                        stop_ids=model_stop_ids(run_dir, tokenizer), show_progress=show_progress)
     entries = [{**record_fields(record), "response": response}
                for record, response in zip(records, responses, strict=True)]
     scores = response_scores((entry["output"], entry["response"]) for entry in entries)

@@ -20,11 +20,13 @@ model's switches, so a model fine-tuned here goes back out as what it came from)
   and, for an instruction-tuned model, the ``chat_template`` of the prompt style it was
   trained with, so that every consumer formats a chat exactly as training did;
 * for a model read from a Hugging Face directory (``source_dir``), that directory's own
-  :data:`USAGE_FILES` (tokenizer settings, chat templates, ``generation_config.json`` with
-  its end-of-turn ids), copied as they are, in place of a generated ``tokenizer_config.json``.
-  Exporting changes the weights' layout, not how the model is used, and those files say more
-  than our tokenizer records (padding, sampling defaults, several templates): rebuilding them
-  would lose what we never read.
+  :data:`~scratchgpt.data.chat_templates.USAGE_FILES` (tokenizer settings, chat templates,
+  ``generation_config.json`` with its end-of-turn ids), copied as they are, in place of a
+  generated ``tokenizer_config.json``; for a run instruction-tuned in such a model's chat
+  template, the copy of them it keeps in its ``template/``. Exporting changes the weights'
+  layout, not how the model is used, and those files say more than our tokenizer records
+  (padding, sampling defaults, several templates): rebuilding them would lose what we never
+  read.
 
 :func:`export_model` does it all for anything ``--model`` names, as ``scratchgpt export`` does.
 """
@@ -32,7 +34,6 @@ model's switches, so a model fine-tuned here goes back out as what it came from)
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,14 @@ from safetensors.torch import save_file
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import read_json_object
-from scratchgpt.data.prompt_styles import PromptStyle, get_prompt_style
+from scratchgpt.data.chat_templates import copy_usage_files
+from scratchgpt.data.prompt_styles import PromptStyle
 from scratchgpt.hub.families import hf_config_from_model, state_dict_to_hf
 from scratchgpt.hub.hf_checkpoint import resolve_dtype
 from scratchgpt.hub.hf_weights import hf_config_from, scratch_to_hf
-from scratchgpt.hub.models import load_model, model_prompt_style, resolve_model
+from scratchgpt.hub.models import load_model, model_prompt_format, resolve_model
 from scratchgpt.model import GPTModel
-from scratchgpt.run_dir import is_run_dir
+from scratchgpt.run_dir import is_run_dir, run_template_dir
 from scratchgpt.tokenizers import (
     ENDOFTEXT,
     GPT2_SPLIT_PATTERN,
@@ -60,9 +62,6 @@ from scratchgpt.tokenizers import (
 from scratchgpt.tokenizers.hf_json import HF_TOKENIZER_FILE
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
-# A Hugging Face directory's files on how the model is used, which export passes on unchanged.
-USAGE_FILES = (TOKENIZER_CONFIG, "special_tokens_map.json", "generation_config.json",
-               "chat_template.jinja", "additional_chat_templates")
 # config.json's torch_dtype (dtype in transformers 5) -> the --dtype name
 STORED_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -71,16 +70,18 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str | None = None
     """Load the model ``spec`` names (anything :func:`~scratchgpt.hub.models.load_model` reads)
     and :func:`export_hf` it, in ``dtype`` (``fp32``, ``bf16``, ``fp16``; by default the
     dtype it is stored in: a Hugging Face directory's config.json ``torch_dtype``, else
-    float32), with a run's prompt style or a Hugging Face directory's usage files."""
+    float32), with a run's prompt style, or the usage files of a Hugging Face directory (those
+    a run tuned in its model's chat template keeps, for such a run)."""
     directory = resolve_model(spec)
     if Path(out_dir).resolve() == directory.resolve():
         raise ValueError(f"{out_dir} is the model's own directory: export it to another one")
     dtype = dtype or stored_dtype(directory)
     model, tokenizer = load_model(directory, dtype)
     model = model.to(resolve_dtype(dtype))  # (runs load in float32)
-    style = model_prompt_style(directory)
-    return export_hf(model, tokenizer, out_dir, get_prompt_style(style) if style else None,
-                     source_dir=None if is_run_dir(directory) else directory)
+    prompt_format = model_prompt_format(directory)
+    style = prompt_format if isinstance(prompt_format, PromptStyle) else None
+    source_dir = run_template_dir(directory) if is_run_dir(directory) else directory
+    return export_hf(model, tokenizer, out_dir, style, source_dir=source_dir)
 
 
 def stored_dtype(directory: Path) -> str:
@@ -109,7 +110,7 @@ def export_hf(model: GPTModel, tokenizer: Tokenizer | None, out_dir: str | Path,
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     written = [out_dir / "config.json", out_dir / "model.safetensors"]
     tokenizer_files, tokenizer_class = _write_tokenizer(tokenizer, out_dir)
-    copied = _copy_usage_files(Path(source_dir), out_dir) if source_dir is not None else []
+    copied = copy_usage_files(Path(source_dir), out_dir) if source_dir is not None else []
     if tokenizer_class and out_dir / TOKENIZER_CONFIG not in copied:
         tokenizer_files.append(_write_tokenizer_config(
             out_dir, tokenizer_class, tokenizer, model.config.context_length, prompt_style))
@@ -156,21 +157,6 @@ def _write_tokenizer(tokenizer: Tokenizer | None, out_dir: Path) -> tuple[list[P
             stacklevel=3,
         )
     return [], ""
-
-
-def _copy_usage_files(source_dir: Path, out_dir: Path) -> list[Path]:
-    """``source_dir``'s :data:`USAGE_FILES` that exist, copied into ``out_dir``."""
-    copied = []
-    for name in USAGE_FILES:
-        source, target = source_dir / name, out_dir / name
-        if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        elif source.is_file():
-            shutil.copyfile(source, target)
-        else:
-            continue
-        copied.append(target)
-    return copied
 
 
 def _write_tokenizer_config(out_dir: Path, tokenizer_class: str, tokenizer: Tokenizer,

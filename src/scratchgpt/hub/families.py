@@ -34,6 +34,7 @@ directions. Nothing here imports ``transformers``: configs are dicts, state dict
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ class Family:
 # -- each family's own config.json keys (its design: config.ARCHITECTURE_DESIGNS) ------------
 def _read_llama(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Llama 3: RMSNorm, SwiGLU, grouped-query attention, rotary base 500,000 scaled "llama3"."""
+    _full_attention_only(hf)
     return _rope(_rope_table(hf, "full_attention"))
 
 
@@ -80,6 +82,7 @@ def _read_qwen3(hf: Mapping[str, Any]) -> dict[str, Any]:
     """Qwen3: Llama's block plus QK-norm; rotary base 1,000,000; small models tie embeddings."""
     if hf.get("use_sliding_window"):
         raise ValueError("config.json: Qwen3 with use_sliding_window is not supported")
+    _full_attention_only(hf)
     return _rope(_rope_table(hf, "full_attention"))
 
 
@@ -96,10 +99,13 @@ def _read_gemma3(hf: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"config.json: {cap} = {hf[cap]} is not supported (null only)")
     if hf.get("use_bidirectional_attention"):
         raise ValueError("config.json: use_bidirectional_attention is not supported")
-    local = _rope_table(hf, "sliding_attention")
+    local = _rope(_rope_table(hf, "sliding_attention"))
+    if "rope_scaling" in local:
+        raise ValueError(f"config.json: rope_type {local['rope_scaling']!r} for the "
+                         "sliding_attention layers is not supported (their rotation is unscaled)")
     return {
         "query_pre_attn_scalar": float(hf["query_pre_attn_scalar"]), **_sliding_layers(hf),
-        "rope_local_base": float(local.get("rope_theta", 10000.0)),
+        "rope_local_base": local["rope_base"],
         **_rope(_rope_table(hf, "full_attention")),
     }
 
@@ -137,12 +143,29 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# config.json keys of what GPTModel does not implement: a config.json that sets one (to
+# anything but null, 0, false or empty) is refused by name, never loaded as if it were unset.
+UNIMPLEMENTED: dict[str, str] = {
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts",
+                     "num_experts_per_tok", "moe_intermediate_size"),
+                    "scratchgpt implements no mixture of experts (a block has one dense "
+                    "feed-forward); use a dense model"),
+    "quantization_config": "scratchgpt reads no quantized weights; use the model's unquantized "
+                           "release (bf16 or fp32)",
+}
+
+
 def family_of(hf_config: Mapping[str, Any]) -> Family:
-    """The :class:`Family` of a config.json's ``model_type``; the error lists the known ones."""
+    """The :class:`Family` of a config.json's ``model_type``; the error lists the known ones.
+    A config.json setting a key of :data:`UNIMPLEMENTED` is refused, naming it."""
     model_type = hf_config.get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(f"config.json: model_type {model_type!r} is not supported; "
                          f"supported: {', '.join(FAMILIES)}")
+    for key, why in UNIMPLEMENTED.items():
+        if hf_config.get(key) not in (None, 0, False, {}, []):
+            raise ValueError(f"config.json: {key} = {json.dumps(hf_config[key])} is not "
+                             f"supported: {why}")
     return FAMILIES[model_type]
 
 
@@ -265,6 +288,15 @@ def _rope_to_hf(config: ModelConfig) -> dict[str, Any]:
                    **{key: getattr(config, field)
                       for key, field in ROPE_SCALINGS[config.rope_scaling].items()}}
     return {"rope_theta": config.rope_base, "rope_scaling": scaling}
+
+
+def _full_attention_only(hf: Mapping[str, Any]) -> None:
+    """Refuse ``layer_types`` naming any layer but ``full_attention`` (a family without
+    sliding-window layers)."""
+    other = sorted(set(hf.get("layer_types") or ()) - {"full_attention"})
+    if other:
+        raise ValueError(f"config.json: layer_types {', '.join(map(repr, other))} are not "
+                         "supported for this family (full_attention only)")
 
 
 def _sliding_layers(hf: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ a downloaded name, so a ``./gpt2-124M`` directory is that directory.
 :func:`resolve_tokenizer` does the same for tokenizers: anything
 :func:`~scratchgpt.tokenizers.load_tokenizer` reads (a run directory among them), or a
 downloaded name. Besides the weights, a model directory says how to prompt it
-(:func:`model_prompt_format`) and where its answers end (:func:`model_stop_ids`).
+(:func:`model_prompt_format`; its own chat template: :func:`model_template_dir`) and where its
+answers end (:func:`model_stop_ids`).
 
 Memory: every loader builds the model without storage and makes the tensors it reads its
 parameters (:mod:`scratchgpt.hub.model_from_weights`), one tensor read at a time, so loading
@@ -33,7 +34,11 @@ from typing import Any
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import load_toml, read_json_object
-from scratchgpt.data.chat_templates import end_of_turn_ids, read_chat_template
+from scratchgpt.data.chat_templates import (
+    end_of_turn_ids,
+    has_chat_template,
+    read_chat_template,
+)
 from scratchgpt.data.prompt_format import PromptFormat
 from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.hub.download import (
@@ -69,6 +74,7 @@ from scratchgpt.run_dir import (
     load_run,
     model_tables,
     run_prompt_style,
+    run_template_dir,
 )
 from scratchgpt.tokenizers import Tokenizer, load_gpt2_tokenizer, load_tokenizer
 
@@ -117,7 +123,8 @@ def load_open_model(directory: Path, hf_config: dict[str, Any], dtype: str) -> G
     try:
         config = model_config_from_hf(hf_config)
     except (KeyError, ValueError) as err:
-        detail = f"lacks {err.args[0]!r}" if isinstance(err, KeyError) else err.args[0]
+        detail = (f"lacks {err.args[0]!r}" if isinstance(err, KeyError)
+                  else err.args[0].removeprefix("config.json: "))
         raise ValueError(f"{directory / 'config.json'}: {detail}") from None
     with SafetensorsCheckpoint(directory, resolve_dtype(dtype)) as checkpoint:
         try:
@@ -168,37 +175,39 @@ def _not_a_model(directory: Path) -> FileNotFoundError:
     )
 
 
-def model_prompt_style(spec: str | Path) -> str | None:
-    """The prompt style ``spec`` was instruction-tuned with (a run directory's), or None for a
-    base model."""
+def model_template_dir(spec: str | Path) -> Path | None:
+    """The directory that holds ``spec``'s own chat template: a Hugging Face directory that has
+    one (``chat_template.jinja`` or ``tokenizer_config.json``'s ``chat_template``), or the
+    ``template/`` of a run instruction-tuned in its model's template; None for a base model and
+    a run tuned in a prompt style."""
     directory = resolve_model(spec)
-    return run_prompt_style(directory) if is_run_dir(directory) else None
+    if is_run_dir(directory):
+        return run_template_dir(directory)
+    return directory if has_chat_template(directory) else None
 
 
 def model_prompt_format(spec: str | Path) -> PromptFormat | None:
-    """What turns a conversation into ``spec``'s prompt: a run directory's recorded prompt
-    style; a Hugging Face directory's own chat template (``chat_template.jinja`` or
-    ``tokenizer_config.json``'s ``chat_template``); None for a base model, which has neither."""
+    """What turns a conversation into ``spec``'s prompt: its own chat template
+    (:func:`model_template_dir`: a Hugging Face directory's, or the one a run was tuned in); a
+    run directory's recorded prompt style; None for a base model, which has neither."""
+    template_dir = model_template_dir(spec)
+    if template_dir is not None:
+        return read_chat_template(template_dir)
     directory = resolve_model(spec)
-    if is_run_dir(directory):
-        style = run_prompt_style(directory)
-        return get_prompt_style(style) if style else None
-    config = directory / "tokenizer_config.json"
-    if ((directory / "chat_template.jinja").is_file()
-            or (directory / "additional_chat_templates").is_dir()
-            or (config.is_file() and "chat_template" in read_json_object(config))):
-        return read_chat_template(directory)
-    return None
+    style = run_prompt_style(directory) if is_run_dir(directory) else None
+    return get_prompt_style(style) if style else None
 
 
 def model_stop_ids(spec: str | Path, tokenizer: Tokenizer) -> tuple[int, ...]:
     """The token ids that end ``spec``'s answers, for generation to stop at any of them: a Hugging
     Face directory's end-of-turn ids (``generation_config.json``'s ``eos_token_id``, one or a
-    list, and ``tokenizer_config.json``'s ``eos_token``); else, or where it names none, the
-    tokenizer's end-of-text token."""
+    list, and ``tokenizer_config.json``'s ``eos_token``), also those of the model a run was
+    tuned from in its chat template (kept in the run's ``template/``); else, or where it names
+    none, the tokenizer's end-of-text token."""
     directory = resolve_model(spec)
-    ids = [] if is_run_dir(directory) else end_of_turn_ids(
-        directory, lambda text: _token_id(tokenizer, text))
+    source = run_template_dir(directory) if is_run_dir(directory) else directory
+    ids = [] if source is None else end_of_turn_ids(
+        source, lambda text: _token_id(tokenizer, text))
     if not ids and tokenizer.eot_id is not None:
         ids = [tokenizer.eot_id]
     return tuple(ids)

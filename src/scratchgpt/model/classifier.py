@@ -8,7 +8,11 @@ Pooling ``"last"`` reads the hidden state of each text's last *real* token (posi
 ``lengths - 1``): in a causal model it has attended to the whole text and to nothing after it,
 so it does not depend on the padding at all. The book's code reads position ``-1``, which is a
 padding token for every text shorter than the batch's longest (reported by its readers:
-LLMs-from-scratch issues #566 and #990). Pooling ``"mean"`` averages the real tokens' states.
+LLMs-from-scratch issues #566 and #990). transformers' ``*ForSequenceClassification`` finds
+the position as the last token that is not ``pad_token_id``: that needs a padding token (Llama
+3 has none) and misreads a text that ends in the padding id. Reading by length needs neither,
+so any id may pad (tests/test_open_model_finetune.py checks that the logits agree).
+Pooling ``"mean"`` averages the real tokens' states.
 
 The backbone's ``out_head`` is kept (so a language model's weights load by their usual names)
 but never run: that saves the ``vocab_size``-wide matrix multiply.

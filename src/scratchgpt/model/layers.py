@@ -72,6 +72,7 @@ class GatedFeedForward(nn.Module):
         super().__init__()
         if kind not in ("swiglu", "geglu"):
             raise ValueError(f"unknown gated feed-forward {kind!r}; choose swiglu or geglu")
+        self.hidden_dim = hidden_dim
         self.fc = Linear(emb_dim, 2 * hidden_dim, bias=bias)  # [gate_proj; up_proj]
         self.act = nn.SiLU() if kind == "swiglu" else GELU()
         self.out_proj = Linear(hidden_dim, emb_dim, bias=bias)  # down_proj

@@ -11,35 +11,52 @@ starts at zero, so training starts from exactly the pretrained model. After trai
 ``W + (alpha / rank) * (A @ B)^T`` is one ordinary matrix again (:func:`merge_lora`), and the
 merged model runs as fast as the original.
 
+Which layers: the *targets* are a block's projections, named as the published models name
+their layers (and as peft's ``target_modules`` picks them): ``q``, ``k``, ``v``, ``o``,
+``gate``, ``up``, ``down`` for Llama, Qwen and Gemma (``q_proj`` ... ``down_proj``); GPT-2
+publishes its queries, keys and values as one layer, ``c_attn``, so its targets are ``qkv``,
+``o``, ``up`` (``c_fc``) and ``down``. Our model stacks q, k and v in one ``att.qkv`` layer (and
+gate and up in one ``ff.fc``) for speed; an adapter on ``q`` alone is an adapter on the rows of
+``att.qkv`` that compute the queries (:class:`LoRALinear`'s ``parts``), which is exactly what
+peft's adapter on ``q_proj`` adds.
+
 This module knows only :class:`TransformerBlock` s, not what the model is for: the classifier
 (Stage 3a) and instruction tuning (Stage 3b) use it alike.
 
 Naming: a wrapped layer keeps its place in the module tree, so ``blocks.0.att.qkv.weight``
 becomes ``blocks.0.att.qkv.base.weight`` (and ``.base.bias``) beside the adapters
-``blocks.0.att.qkv.A`` and ``blocks.0.att.qkv.B``.
+``blocks.0.att.qkv.A`` and ``blocks.0.att.qkv.B`` (one adapter on the whole layer), or
+``blocks.0.att.qkv.A.q``, ``blocks.0.att.qkv.B.q``, ... (one per part).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from scratchgpt.model.layers import TransformerBlock
+from scratchgpt.model.layers import GatedFeedForward, TransformerBlock
 
-#: The linear layers of a transformer block, by their path inside the block.
-LORA_TARGETS: tuple[str, ...] = ("att.qkv", "att.out_proj", "ff.fc", "ff.out_proj")
+#: Every name a LoRA target can have (a model has some of them: see :func:`block_targets`).
+LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "qkv", "o", "gate", "up", "down")
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha / rank) * A @ B``.
+    """A frozen linear layer plus a trainable low-rank update ``(alpha / rank) * A @ B``.
 
     ``A`` starts Kaiming-uniform (as in the book), ``B`` at zero: the layer first computes
-    exactly what ``base`` does. Dropout acts on the adapter's input only.
+    exactly what ``base`` does. Dropout acts on the adapters' input only.
+
+    ``parts`` (name -> rows of the output) puts one adapter on each of those rows instead of
+    one on the whole layer: for our ``att.qkv``, ``{"q": slice(0, 512), "v": ...}`` adapts the
+    queries and the values as two separate layers would be adapted. ``A`` and ``B`` are then
+    dictionaries of matrices, one per part; rows no part names are left as they are.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0,
+                 parts: Mapping[str, slice] | None = None) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be at least 1, got {rank}")
@@ -47,23 +64,106 @@ class LoRALinear(nn.Module):
         self.rank = rank
         self.alpha = alpha
         self.scaling = alpha / rank
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.A = nn.Parameter(torch.empty(base.in_features, rank, **like))
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        self.B = nn.Parameter(torch.zeros(rank, base.out_features, **like))
+        self.parts = dict(parts) if parts is not None else None
+        if self.parts is None:
+            self.A, self.B = self._adapter(base.out_features)
+        else:
+            adapters = {name: self._adapter(len(range(base.out_features)[rows]))
+                        for name, rows in self.parts.items()}
+            self.A = nn.ParameterDict({name: a for name, (a, _) in adapters.items()})
+            self.B = nn.ParameterDict({name: b for name, (_, b) in adapters.items()})
         self.dropout = nn.Dropout(dropout)
 
+    def _adapter(self, out_features: int) -> tuple[nn.Parameter, nn.Parameter]:
+        like = {"device": self.base.weight.device, "dtype": self.base.weight.dtype}
+        A = nn.Parameter(torch.empty(self.base.in_features, self.rank, **like))
+        nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+        return A, nn.Parameter(torch.zeros(self.rank, out_features, **like))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scaling * (self.dropout(x) @ self.A @ self.B)
+        out = self.base(x)
+        x = self.dropout(x)
+        if self.parts is None:
+            return out + self.scaling * (x @ self.A @ self.B)
+        for name, rows in self.parts.items():  # in place: no full-width zeros to add
+            out[..., rows] += self.scaling * (x @ self.A[name] @ self.B[name])
+        return out
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
         """``base`` with the update folded into its weight (in place); it stays frozen."""
-        self.base.weight += self.scaling * (self.A @ self.B).T  # nn.Linear stores W as [out, in]
+        weight = self.base.weight  # nn.Linear stores W as [out, in]
+        if self.parts is None:
+            weight += self.scaling * (self.A @ self.B).T
+        else:
+            for name, rows in self.parts.items():
+                weight[rows] += self.scaling * (self.A[name] @ self.B[name]).T
         return self.base
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}"
+        parts = f", parts={','.join(self.parts)}" if self.parts is not None else ""
+        return f"rank={self.rank}, alpha={self.alpha}{parts}"
+
+
+def block_targets(block: TransformerBlock) -> dict[str, tuple[str, slice]]:
+    """The LoRA targets ``block`` has: each one's layer (its path in the block) and the rows
+    of that layer's output it is. ``q``, ``k``, ``v`` and ``qkv`` are all offered; a gated
+    feed-forward has ``gate`` and ``up`` (halves of ``ff.fc``), GPT-2's has ``up`` only."""
+    q, kv = block.att.q_width, block.att.kv_width
+    whole = slice(None)
+    targets = {"q": ("att.qkv", slice(0, q)), "k": ("att.qkv", slice(q, q + kv)),
+               "v": ("att.qkv", slice(q + kv, q + 2 * kv)), "qkv": ("att.qkv", whole),
+               "o": ("att.out_proj", whole)}
+    if isinstance(block.ff, GatedFeedForward):
+        hidden = block.ff.hidden_dim
+        targets |= {"gate": ("ff.fc", slice(0, hidden)), "up": ("ff.fc", slice(hidden, None))}
+    else:
+        targets["up"] = ("ff.fc", whole)
+    return targets | {"down": ("ff.out_proj", whole)}
+
+
+def default_targets(block: TransformerBlock) -> tuple[str, ...]:
+    """Every projection of ``block``, as its published model names its layers: GPT-2's
+    ``qkv, o, up, down`` (peft's ``c_attn, c_proj, c_fc``), the gated families'
+    ``q, k, v, o, gate, up, down``."""
+    if isinstance(block.ff, GatedFeedForward):
+        return ("q", "k", "v", "o", "gate", "up", "down")
+    return ("qkv", "o", "up", "down")
+
+
+def parse_targets(targets: str | Sequence[str]) -> tuple[str, ...] | None:
+    """``"all"`` (None: the model's :func:`default_targets`) or a comma-separated list."""
+    if isinstance(targets, str):
+        if targets.strip() == "all":
+            return None
+        targets = targets.split(",")
+    return tuple(name.strip() for name in targets if name.strip())
+
+
+def _layers_to_wrap(block: TransformerBlock, targets: tuple[str, ...] | None
+                    ) -> dict[str, dict[str, slice] | None]:
+    """Each layer of ``block`` that gets adapters, with its parts (None: the whole layer)."""
+    offered = block_targets(block)
+    chosen = default_targets(block) if targets is None else targets
+    missing = [name for name in chosen if name not in offered]
+    if missing or not chosen:
+        unknown = [name for name in missing if name not in LORA_TARGETS]
+        what = (f"unknown LoRA targets {unknown}" if unknown else
+                f"this model has no {', '.join(missing)} layer" if missing else "no LoRA targets")
+        raise ValueError(f"{what}; this model's targets: {', '.join(offered)} (or all)")
+    if "qkv" in chosen and {"q", "k", "v"} & set(chosen):
+        raise ValueError("LoRA target qkv already holds q, k and v: name either qkv or some "
+                         "of q, k, v")
+    layers: dict[str, dict[str, slice] | None] = {}
+    for name in dict.fromkeys(chosen):
+        path, rows = offered[name]
+        if rows == slice(None):
+            layers[path] = None
+        else:
+            parts = layers.setdefault(path, {})
+            assert parts is not None  # a layer is whole or in parts, never both
+            parts[name] = rows
+    return layers
 
 
 def apply_lora(
@@ -71,37 +171,37 @@ def apply_lora(
     rank: int,
     alpha: float,
     dropout: float = 0.0,
-    targets: tuple[str, ...] = LORA_TARGETS,
+    targets: str | Sequence[str] = "all",
 ) -> list[str]:
-    """Wrap the ``targets`` layers of every TransformerBlock in ``model`` with :class:`LoRALinear`
-    and freeze everything else in ``model``: afterwards only the adapters train.
+    """Wrap the ``targets`` projections of every TransformerBlock in ``model`` with
+    :class:`LoRALinear` and freeze everything else in ``model``: afterwards only the adapters
+    train. ``targets``: ``"all"`` (the model's :func:`default_targets`), or names from
+    :func:`block_targets` (a list, or one comma-separated string).
 
     Layers outside the blocks (embeddings, output or classification heads) are never wrapped;
     a caller that wants one of them trained sets its ``requires_grad`` afterwards. Returns the
     wrapped layers' names, in module order.
     """
-    unknown = sorted(set(targets) - set(LORA_TARGETS))
-    if unknown or not targets:
-        raise ValueError(f"unknown LoRA targets {unknown}; choose from: {', '.join(LORA_TARGETS)}")
+    chosen = parse_targets(targets)
     if any(isinstance(module, LoRALinear) for module in model.modules()):
         raise ValueError("model already has LoRA adapters")
+    blocks = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, TransformerBlock)]
+    if not blocks:
+        raise ValueError("model has no TransformerBlock to put LoRA adapters in")
     model.requires_grad_(False)
     wrapped = []
-    for block_name, block in model.named_modules():
-        if not isinstance(block, TransformerBlock):
-            continue
-        for target in targets:
-            parent_path, _, attr = target.rpartition(".")
+    for block_name, block in blocks:
+        for path, parts in _layers_to_wrap(block, chosen).items():
+            parent_path, _, attr = path.rpartition(".")
             parent = block.get_submodule(parent_path)
-            setattr(parent, attr, LoRALinear(getattr(parent, attr), rank, alpha, dropout))
-            wrapped.append(f"{block_name}.{target}" if block_name else target)
-    if not wrapped:
-        raise ValueError("model has no TransformerBlock to put LoRA adapters in")
+            setattr(parent, attr, LoRALinear(getattr(parent, attr), rank, alpha, dropout, parts))
+            wrapped.append(f"{block_name}.{path}" if block_name else path)
     return wrapped
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its base weight and put the plain ``nn.Linear`` back in its
+    """Fold every adapter into its base weight and put the plain linear layer back in its
     place: ``model`` then has exactly its original structure and state-dict keys."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoRALinear):
@@ -111,11 +211,13 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters alone (``NAME.A``, ``NAME.B`` for every wrapped layer, in module order):
-    a small file that, with the base model, rebuilds the fine-tuned one."""
+    """The adapters alone (``NAME.A``, ``NAME.B``, or ``NAME.A.PART``, ``NAME.B.PART``, for
+    every wrapped layer, in module order): a small file that, with the base model, rebuilds
+    the fine-tuned one."""
     return {
-        f"{name}.{adapter}": getattr(module, adapter).detach()
+        f"{name}.{key}": tensor.detach()
         for name, module in model.named_modules()
         if isinstance(module, LoRALinear)
-        for adapter in ("A", "B")
+        for key, tensor in module.named_parameters()
+        if not key.startswith("base.")
     }

@@ -158,8 +158,11 @@ class RotaryEmbedding(nn.Module):
     def _ensure_positions(self, num_positions: int, device: torch.device) -> None:
         """Grow the tables, if needed, to cover positions ``0 .. num_positions - 1`` on
         ``device``: angles in float64 on the CPU (float32 loses digits at large positions),
-        then stored in the tables' dtype (float32 unless the model was cast)."""
-        if self.cos.shape[0] >= num_positions and self.cos.device == device:
+        then stored in the tables' dtype (float32 unless the model was cast). Tables made
+        under ``torch.inference_mode`` (a sample generated mid-training) are made again for
+        a forward pass autograd records: it cannot save inference tensors for backward."""
+        stale = self.cos.is_inference() and not torch.is_inference_mode_enabled()
+        if self.cos.shape[0] >= num_positions and self.cos.device == device and not stale:
             return
         doubled = 1 << max(num_positions - 1, 1).bit_length()  # the next power of two
         length = max(self.cos.shape[0], num_positions, min(doubled, self.context_length))

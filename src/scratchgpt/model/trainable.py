@@ -8,8 +8,12 @@ A :class:`GPTClassifier` (chapter 6) takes any of:
     all            every weight
     lora           low-rank adapters in every block's projections, and the head
 
-A language model being instruction-tuned (chapter 7) takes ``all`` or ``lora`` (adapters
-only: its output layer is tied to, or as large as, the token embeddings).
+A language model being instruction-tuned (chapter 7) takes ``all``, ``last-block`` (or
+``last-blocks:N``: those blocks and the final norm) or ``lora`` (adapters only). Neither of the
+last two trains the output layer: it is tied to, or as large as, the token embeddings.
+
+``lora_targets`` says which projections get adapters: ``all`` of the block's, or some of
+``q, k, v, o, gate, up, down`` (``qkv`` for GPT-2's fused layer; see :mod:`.lora`).
 
 The fewer weights train, the faster a step and the less a small data set can overfit; the more,
 the further the model can move from its pretraining. The rest are frozen
@@ -47,6 +51,7 @@ def set_trainable(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.0,
+    lora_targets: str = "all",
 ) -> TrainableSummary:
     """Set ``requires_grad`` on ``model``'s weights by ``choice`` (see the module docstring).
 
@@ -55,31 +60,43 @@ def set_trainable(
     An untied ``out_head`` is never trained: the classifier does not use it.
     ``total`` counts every distinct parameter, trainable or not.
     """
+    lora = {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout,
+            "targets": lora_targets}
     if isinstance(model, GPTModel):
         if choice == "lora":
-            apply_lora(model, lora_rank, lora_alpha, lora_dropout)
+            apply_lora(model, **lora)
         elif choice == "all":
             model.requires_grad_(True)
+        elif choice == "head":
+            raise ValueError("a language model has no classification head: train all, "
+                             "last-block, last-blocks:N or lora")
         else:
-            raise ValueError(f"a language model trains all or lora, not {choice!r}")
+            _train_last_blocks(model, _blocks_to_train(model.config.n_layers, choice))
         return _summary(model, choice)
     backbone = model.backbone
     if choice == "lora":
-        apply_lora(backbone, lora_rank, lora_alpha, lora_dropout)
+        apply_lora(backbone, **lora)
         model.head.requires_grad_(True)
     elif choice == "all":
         model.requires_grad_(True)
         if not model.config.tie_weights:
             backbone.out_head.requires_grad_(False)
     else:
-        n_blocks = _blocks_to_train(model, choice)  # checks the choice before changing anything
+        n_blocks = _blocks_to_train(model.config.n_layers, choice)  # checked before changing
         model.requires_grad_(False)
-        for block in backbone.blocks[len(backbone.blocks) - n_blocks:]:
-            block.requires_grad_(True)
-        if n_blocks:
-            backbone.final_norm.requires_grad_(True)
+        _train_last_blocks(backbone, n_blocks)
         model.head.requires_grad_(True)
     return _summary(model, choice)
+
+
+def _train_last_blocks(model: GPTModel, n_blocks: int) -> None:
+    """Freeze ``model``, then let its last ``n_blocks`` blocks and (if any) its final norm
+    learn."""
+    model.requires_grad_(False)
+    for block in model.blocks[len(model.blocks) - n_blocks:]:
+        block.requires_grad_(True)
+    if n_blocks:
+        model.final_norm.requires_grad_(True)
 
 
 def _summary(model: GPTClassifier | GPTModel, choice: str) -> TrainableSummary:
@@ -91,9 +108,8 @@ def _summary(model: GPTClassifier | GPTModel, choice: str) -> TrainableSummary:
     )
 
 
-def _blocks_to_train(model: GPTClassifier, choice: str) -> int:
+def _blocks_to_train(n_layers: int, choice: str) -> int:
     """How many of the last transformer blocks ``choice`` trains (0 for ``head``)."""
-    n_layers = model.config.n_layers
     if choice == "head":
         return 0
     if choice == "last-block":
