@@ -171,7 +171,8 @@ def finetune(model: Path, data: Path, run_dir: Path, *extra: str) -> None:
 def qwen_run(models: dict[str, Path], data: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "qwen"
-    finetune(models["qwen3"], data, run_dir)  # no --prompt-style: the model's template
+    # no --prompt-style: the model's template; LoRA, merged into what the run exports
+    finetune(models["qwen3"], data, run_dir, "--train", "lora", "--lr", "1e-2")
     return run_dir
 
 
@@ -222,6 +223,23 @@ def test_export_writes_the_template_transformers_renders_as_we_do(
                                       ours, tokenizer, text)
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["eos_token_id"] == list(model_stop_ids(qwen_run, tokenizer))
+
+
+def test_a_lora_run_exports_its_merged_weights(qwen_run: Path, models: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "hf"
+    assert main(["export", str(qwen_run), "--format", "hf", "--out", str(out)]) == 0
+    model, tokenizer = load_model(qwen_run)
+    ids = torch.tensor([encode_prompt(model_prompt_format(qwen_run), tokenizer,
+                                      model_prompt_format(qwen_run).render(MESSAGES))])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    source = transformers.AutoModelForCausalLM.from_pretrained(models["qwen3"]).eval()
+    with torch.no_grad():
+        ours, exported, before = model(ids), hf(ids).logits, source(ids).logits
+    torch.testing.assert_close(exported, ours, atol=1e-5, rtol=0)
+    assert (exported - before).abs().max() > 1e-3  # the adapters learned, and were merged
 
 
 def test_resume_of_a_template_run_is_exact_and_reads_the_runs_own_template(
