@@ -157,7 +157,7 @@ def test_config_round_trip_is_the_identity(exported: Exported) -> None:
 @pytest.mark.parametrize("preset", ["qwen3-0.6b", "llama-3.2-1b", "gemma-3-270m"])
 def test_published_shapes_round_trip(preset: str) -> None:
     config = PRESETS[preset]
-    assert model_config_from_hf(hf_config_from_model(config)) == config
+    assert model_config_from_hf(hf_config_from_model(config)) == config.replace(init="pytorch")
 
 
 SMALL = {"vocab_size": 64, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 1,

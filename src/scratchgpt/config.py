@@ -135,25 +135,26 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt2-large": ModelConfig(emb_dim=1280, n_heads=20, n_layers=36),
     "gpt2-xl": ModelConfig(emb_dim=1600, n_heads=25, n_layers=48),
     # Today's open models: the shapes of their published config.json files (the
-    # fields scratchgpt.hub.families reads from them), for `info --preset`.
+    # fields scratchgpt.hub.families reads from them), for `info --preset` and for pretraining
+    # from scratch (GPT-2's initialisation: a loaded checkpoint brings its own weights).
     "qwen3-0.6b": ModelConfig(
         vocab_size=151936, context_length=40960, emb_dim=1024, n_heads=16, n_layers=28,
         n_kv_heads=8, head_size=128, hidden_dim=3072, norm="rmsnorm", ffn="swiglu",
         qk_norm=True, qkv_bias=False, proj_bias=False, pos_encoding="rope",
-        rope_base=1_000_000.0, layer_norm_eps=1e-6, init="pytorch"),
+        rope_base=1_000_000.0, layer_norm_eps=1e-6),
     "llama-3.2-1b": ModelConfig(
         vocab_size=128256, context_length=131072, emb_dim=2048, n_heads=32, n_layers=16,
         n_kv_heads=8, head_size=64, hidden_dim=8192, norm="rmsnorm", ffn="swiglu",
         qkv_bias=False, proj_bias=False, pos_encoding="rope", rope_base=500_000.0,
         rope_scaling="llama3", rope_factor=32.0, rope_low_freq_factor=1.0,
-        rope_high_freq_factor=4.0, rope_original_context_length=8192, init="pytorch"),
+        rope_high_freq_factor=4.0, rope_original_context_length=8192),
     "gemma-3-270m": ModelConfig(
         vocab_size=262144, context_length=32768, emb_dim=640, n_heads=4, n_layers=18,
         n_kv_heads=1, head_size=256, hidden_dim=2048, norm="rmsnorm_plus_one", ffn="geglu",
         qk_norm=True, qkv_bias=False, proj_bias=False, pos_encoding="rope",
         rope_base=1_000_000.0, rope_local_base=10_000.0, sliding_window=512,
         global_layer_every=6, query_pre_attn_scalar=256.0, scale_embeddings=True,
-        norms_per_block=4, layer_norm_eps=1e-6, init="pytorch"),
+        norms_per_block=4, layer_norm_eps=1e-6),
     # Small models for CPUs (vocab_size is usually replaced by the tokenizer's).
     "nano": ModelConfig(context_length=64, emb_dim=64, n_heads=4, n_layers=2),
     "micro": ModelConfig(context_length=128, emb_dim=128, n_heads=4, n_layers=4),

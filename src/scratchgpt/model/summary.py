@@ -92,9 +92,11 @@ def explain_kv_cache(facts: dict[str, Any]) -> list[str]:
     local, window = facts["local_layers"], facts["sliding_window"]
     if local:
         global_bytes = per_token * (layers - local) // layers
+        n_global = layers - local
+        whose = "the global layer's" if n_global == 1 else f"the {n_global} global layers'"
         lines.append(f"sliding window: {local} of the {layers} layers keep only the latest "
-                     f"{window:,} tokens; past them a token costs the {layers - local} global "
-                     f"layers' {global_bytes:,} bytes")
+                     f"{window:,} tokens; past them a token costs {whose} {global_bytes:,} "
+                     "bytes")
     return lines
 
 
