@@ -1,16 +1,19 @@
 """Shared fixtures: the real data in ../shared/assets, tiktoken's GPT-2 encoding offline, and
-a tiny instruction-tuned run (for finetune instruct, chat and serve tests)."""
+a tiny instruction-tuned run (for finetune instruct, chat and serve tests); and each
+pytest-xdist worker's share of the CPU cores."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from instruct_runs import cli, finetune_instruct
-from pretrain_runs import run_pretrain, write_corpus
+import torch
+from instruct_runs import cli_here, finetune_instruct
+from pretrain_runs import pretrain_here, write_corpus
 from serve_runs import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +24,23 @@ TIKTOKEN_CACHE_NAMES = {
     "gpt2-tokenizer/encoder.json": "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
     "gpt2-tokenizer/gpt2.tiktoken": "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4",
 }
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under pytest-xdist, each busy worker, and every process it starts (through
+    ``OMP_NUM_THREADS``), computes with its share of the cores, not all of them: two workers of
+    two threads each on two cores wait on each other's threads (README.md: 40 steps a minute,
+    not 213), and the suite ran several times slower. A run of fewer files than workers (``-m
+    guide``: one) shares the cores among the workers that have a file to run."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    busy = min(workers, len({item.path for item in session.items}))  # --dist loadfile
+    if busy:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        threads = str(max(1, cores // busy))
+        os.environ.setdefault("OMP_NUM_THREADS", threads)
+        os.environ.setdefault("MKL_NUM_THREADS", threads)
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +83,8 @@ def instruct_base(instruct_cache: Path, tmp_path_factory: pytest.TempPathFactory
     """A run directory of `scratchgpt pretrain` (2 steps) with room for the book's prompts."""
     corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", chars=20_000)
     run_dir = tmp_path_factory.mktemp("runs") / "base"
-    done = run_pretrain(corpus, run_dir, instruct_cache, "--max-steps", "2", "--eval-every", "2",
-                        "--context-length", "160")
+    done = pretrain_here(corpus, run_dir, instruct_cache, "--max-steps", "2", "--eval-every",
+                         "2", "--context-length", "160")
     assert done.returncode == 0, done.stderr
     return run_dir
 
@@ -89,9 +109,10 @@ def classifier_run(shared_assets: Path, instruct_cache: Path,
     data = tmp_path_factory.mktemp("sms") / "SMSSpamCollection"
     data.write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
     run_dir = tmp_path_factory.mktemp("runs") / "spam"
-    done = cli("finetune", "classify", "--data", str(data), "--model", "preset:nano",
-               "--tokenizer", "bpe:300", "--epochs", "1", "--batch-size", "8", "--eval-every",
-               "10", "--eval-batches", "1", "--out", str(run_dir), cache=instruct_cache)
+    done = cli_here("finetune", "classify", "--data", str(data), "--model", "preset:nano",
+                    "--tokenizer", "bpe:300", "--epochs", "1", "--batch-size", "8",
+                    "--eval-every", "10", "--eval-batches", "1", "--out", str(run_dir),
+                    cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     return run_dir
 

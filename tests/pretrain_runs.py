@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from scratchgpt.cli import main
 from scratchgpt.data.default_corpus import default_documents
 
 # A tiny model that still learns something in a few steps on two CPU cores.
@@ -41,6 +46,25 @@ def run_pretrain(data: Path, run_dir: Path, cache: Path, *extra: str,
     """Run the real CLI to completion; returns the finished process."""
     return subprocess.run(pretrain_command(data, run_dir, *extra), env=run_env(cache),
                           capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def run_here(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
+    """``scratchgpt ARGS`` run in this process (:func:`scratchgpt.cli.main`, which ``python -m
+    scratchgpt.cli`` calls) with ``cache`` as ``$SCRATCHGPT_CACHE``, for a test where no process
+    boundary is under test (no signal, no resource limit, no terminal): its exit code, stdout
+    and stderr as :func:`subprocess.run` gives them, without the cost of starting Python."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        patch.setenv("SCRATCHGPT_CACHE", str(cache))
+        code = main(args)
+    return subprocess.CompletedProcess(["scratchgpt", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
+def pretrain_here(data: Path, run_dir: Path, cache: Path,
+                  *extra: str) -> subprocess.CompletedProcess[str]:
+    """:func:`run_pretrain`'s run, in this process (see :func:`run_here`)."""
+    return run_here(pretrain_command(data, run_dir, *extra)[3:], cache)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

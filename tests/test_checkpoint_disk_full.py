@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pretrain_runs import read_metrics, run_pretrain, write_corpus
+from pretrain_runs import pretrain_here, read_metrics, write_corpus
 
 from scratchgpt.training.checkpoints import load_checkpoint, step_dirs
 
@@ -55,13 +55,13 @@ def test_a_full_disk_names_the_device_and_file_and_the_run_resumes_once_freed(
     corpus = write_corpus(tmp_path / "corpus.txt", chars=20_000)
     cache = tmp_path / "cache"  # the corpus's token file: not on the small disk
     run_dir = small_disk / "run"
-    first = run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
+    first = pretrain_here(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
     assert first.returncode == 0, first.stderr
     good = run_dir / "checkpoints" / "step-00000002"
 
     ballast = fill(small_disk, LEFT_FREE)
-    full = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4",
-                        "--eval-every", "2")
+    full = pretrain_here(corpus, run_dir, cache, "--resume", "--max-steps", "4",
+                         "--eval-every", "2")
     assert full.returncode == 2, full.stderr
     state = run_dir / "checkpoints" / "step-00000004" / "state.pt"
     assert (f"scratchgpt pretrain: error: no space left on tmpfs (mounted at "
@@ -75,8 +75,8 @@ def test_a_full_disk_names_the_device_and_file_and_the_run_resumes_once_freed(
     assert load_checkpoint(good).step == 2  # whole: its checksums verify
 
     ballast.unlink()
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4",
-                           "--eval-every", "2")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume", "--max-steps", "4",
+                            "--eval-every", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {good} (step 2)" in resumed.stderr
     assert [m["step"] for m in read_metrics(run_dir)] == [0, 2, 4]

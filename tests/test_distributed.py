@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pretrain_runs import pretrain_command, read_metrics, run_env, run_pretrain, write_corpus
+from pretrain_runs import pretrain_command, pretrain_here, read_metrics, run_env, write_corpus
 
 STEPS = ["--max-steps", "4", "--eval-every", "2"]
 
@@ -25,7 +25,7 @@ def _assert_same_losses(a: list[dict], b: list[dict]) -> None:
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
     tmp = tmp_path_factory.mktemp("ddp")
     corpus, cache = write_corpus(tmp / "corpus.txt"), tmp / "cache"
-    done = run_pretrain(corpus, tmp / "single", cache, *STEPS, "--batch-size", "8")
+    done = pretrain_here(corpus, tmp / "single", cache, *STEPS, "--batch-size", "8")
     assert done.returncode == 0, done.stderr
     return corpus, cache, read_metrics(tmp / "single")
 
@@ -48,7 +48,7 @@ def test_gradient_accumulation_equals_a_bigger_batch(
     one_process: tuple[Path, Path, list[dict]], tmp_path: Path
 ) -> None:
     corpus, cache, single = one_process
-    done = run_pretrain(corpus, tmp_path / "accum", cache, *STEPS, "--batch-size", "4",
-                        "--grad-accum-steps", "2")
+    done = pretrain_here(corpus, tmp_path / "accum", cache, *STEPS, "--batch-size", "4",
+                         "--grad-accum-steps", "2")
     assert done.returncode == 0, done.stderr
     _assert_same_losses(read_metrics(tmp_path / "accum"), single)

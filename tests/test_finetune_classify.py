@@ -2,7 +2,8 @@
 
 Tiny models (the ``nano`` preset) on a few hundred real messages of the SMS Spam Collection:
 the point is the whole path — split, training, checkpoints, resume, test report, use — not
-a good classifier (bench/bench_classify.py measures that).
+a good classifier (bench/bench_classify.py measures that). A Ctrl-C and a kill are sent to a
+real process; the runs that need neither run in this process (``run_here``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from pretrain_runs import kill_after_step_0, read_metrics, run_env, run_pretrain, write_corpus
+from pretrain_runs import (
+    kill_after_step_0,
+    pretrain_here,
+    read_metrics,
+    run_env,
+    run_here,
+    write_corpus,
+)
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from scratchgpt.classify import Classifier
@@ -35,20 +43,22 @@ TINY = ["--model", "preset:nano", "--tokenizer", "bpe:400", "--epochs", "1", "--
 
 @pytest.fixture(scope="module")
 def messages(shared_assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 600 lines of the SMS Spam Collection, in its own format."""
+    """The first 300 lines of the SMS Spam Collection, in its own format."""
     lines = (shared_assets / "sms-spam" / "SMSSpamCollection").read_text(
         encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("sms") / "SMSSpamCollection"
-    path.write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
     return path
+
+
+def _finetune_args(messages: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["finetune", "classify", "--data", str(messages), "--out", str(run_dir), *TINY,
+            *extra]
 
 
 def _finetune(messages: Path, run_dir: Path, *extra: str,
               cache: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify",
-               "--data", str(messages), "--out", str(run_dir), *TINY, *extra]
-    return subprocess.run(command, env=run_env(cache), capture_output=True, text=True,
-                          timeout=300)
+    return run_here(_finetune_args(messages, run_dir, *extra), cache)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,7 @@ def language_model(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """A (barely) pretrained language model: a run directory of `scratchgpt pretrain`."""
     corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", chars=20_000)
     run_dir = tmp_path_factory.mktemp("runs") / "lm"
-    done = run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
+    done = pretrain_here(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
     assert done.returncode == 0, done.stderr
     return run_dir
 
@@ -220,8 +230,8 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(
     messages: Path, cache: Path, trained: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify",
-               "--data", str(messages), "--out", str(run_dir), *TINY, "--epochs", "2"]
+    command = [sys.executable, "-m", "scratchgpt.cli",
+               *_finetune_args(messages, run_dir, "--epochs", "2")]
     process = subprocess.Popen(command, env=run_env(cache), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -236,9 +246,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(
     assert process.returncode == 130, stderr
     assert "continue with: scratchgpt finetune classify --out" in stderr
     assert not (run_dir / "eval.json").exists()  # tested only once trained
-    resumed = subprocess.run(
-        [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify", "--out", str(run_dir),
-         "--resume"], env=run_env(cache), capture_output=True, text=True, timeout=300)
+    resumed = run_here(["finetune", "classify", "--out", str(run_dir), "--resume"], cache)
     assert resumed.returncode == 0, resumed.stderr
     assert read_metrics(run_dir) == read_metrics(trained)
     assert json.loads((run_dir / "eval.json").read_text()) == json.loads(
@@ -316,10 +324,8 @@ def test_resume_before_the_first_checkpoint_starts_from_the_model_it_was_given(
          "--out", str(killed), *TINY, *start, "--max-steps", "100000", "--eval-every", "100000"],
         cache)
     assert (killed / "config.toml").exists() and not step_dirs(killed / "checkpoints")
-    resumed = subprocess.run(
-        [sys.executable, "-m", "scratchgpt.cli", "finetune", "classify", "--out", str(killed),
-         "--resume", "--max-steps", "4", "--eval-every", "2"],
-        env=run_env(cache), capture_output=True, text=True, timeout=300)
+    resumed = run_here(["finetune", "classify", "--out", str(killed), "--resume",
+                        "--max-steps", "4", "--eval-every", "2"], cache)
     assert resumed.returncode == 0, resumed.stderr
     assert "holds no checkpoint yet" in resumed.stderr
 

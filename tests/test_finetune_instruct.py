@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from instruct_runs import TINY, cli, finetune_instruct
+from instruct_runs import TINY, cli_here, finetune_instruct
 from pretrain_runs import kill_after_step_0, read_metrics
 
 from scratchgpt.cli import main
@@ -76,8 +76,8 @@ def test_generate_wraps_an_instruction_in_the_runs_prompt_style(
     from scratchgpt.generation import generate_text
 
     run_dir, _ = instruct_run
-    done = cli("generate", "--model", str(run_dir), "--instruction", "--prompt",
-                "Name a fruit.", "--max-new-tokens", "6", cache=instruct_cache)
+    done = cli_here("generate", "--model", str(run_dir), "--instruction", "--prompt",
+                    "Name a fruit.", "--max-new-tokens", "6", cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     model, tokenizer = load_model(run_dir)
     style = get_prompt_style("chatml")
@@ -93,7 +93,8 @@ def test_export_writes_the_chat_template_that_training_used(
     transformers = pytest.importorskip("transformers")
     run_dir, _ = instruct_run
     out = tmp_path / "hf"
-    done = cli("export", str(run_dir), "--format", "hf", "--out", str(out), cache=instruct_cache)
+    done = cli_here("export", str(run_dir), "--format", "hf", "--out", str(out),
+                    cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
     messages = [{"role": "system", "content": "Be brief."},
@@ -152,9 +153,9 @@ def test_a_tokenizer_without_end_of_text_is_refused(
         instruction_records: Path, instruct_cache: Path, tmp_path: Path) -> None:
     tokenizer = tmp_path / "chars.json"
     CharTokenizer.from_texts("abcdefghijklmnopqrstuvwxyz .,#:\n").save(tokenizer)
-    done = cli("finetune", "instruct", "--data", str(instruction_records), "--model",
-               "preset:nano", "--tokenizer", str(tokenizer), "--out", str(tmp_path / "run"),
-               *TINY, cache=instruct_cache)
+    done = cli_here("finetune", "instruct", "--data", str(instruction_records), "--model",
+                    "preset:nano", "--tokenizer", str(tokenizer), "--out", str(tmp_path / "run"),
+                    *TINY, cache=instruct_cache)
     assert done.returncode == 2
     assert "end-of-text" in done.stderr
 
@@ -167,8 +168,8 @@ def test_resume_continues_the_run_with_its_own_split(
                               "--eval-every", "2", cache=instruct_cache)
     assert first.returncode == 0, first.stderr
     split = (run_dir / "split" / "train.jsonl").read_text(encoding="utf-8")
-    again = cli("finetune", "instruct", "--out", str(run_dir), "--resume", "--max-steps", "4",
-                cache=instruct_cache)
+    again = cli_here("finetune", "instruct", "--out", str(run_dir), "--resume", "--max-steps",
+                     "4", cache=instruct_cache)
     assert again.returncode == 0, again.stderr
     assert "resumed from" in again.stderr and "(step 2)" in again.stderr
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -188,8 +189,8 @@ def test_resume_before_the_first_checkpoint_starts_from_the_model_it_was_given(
          "--prompt-style", "chatml", "--max-steps", "100000", "--eval-every", "100000"],
         instruct_cache)
     assert (killed / "config.toml").exists() and not step_dirs(killed / "checkpoints")
-    resumed = cli("finetune", "instruct", "--out", str(killed), "--resume", "--max-steps", "4",
-                  "--eval-every", "4", cache=instruct_cache)
+    resumed = cli_here("finetune", "instruct", "--out", str(killed), "--resume", "--max-steps",
+                       "4", "--eval-every", "4", cache=instruct_cache)
     assert resumed.returncode == 0, resumed.stderr
     assert "holds no checkpoint yet" in resumed.stderr
 

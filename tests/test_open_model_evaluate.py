@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 from open_model_dirs import FAMILIES, ModelDir, open_model_dir
-from pretrain_runs import run_env
+from pretrain_runs import run_here
 
 from scratchgpt.cli import main
 from scratchgpt.evaluation.lm_eval_model import ScratchGPTLM
@@ -98,11 +96,9 @@ def expected_perplexity(model_dir: ModelDir) -> tuple[float, int]:
 def test_perplexity_command_equals_transformers(model_dir: ModelDir, text_file: Path,
                                                 expected_perplexity: tuple[float, int],
                                                 tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "scratchgpt.cli", "evaluate", "perplexity",
-         "--model", str(model_dir.directory), "--data", str(text_file),
-         "--context", str(CONTEXT), "--stride", str(STRIDE), "--json"],
-        env=run_env(tmp_path), capture_output=True, text=True, timeout=180)
+    done = run_here(["evaluate", "perplexity", "--model", str(model_dir.directory), "--data",
+                     str(text_file), "--context", str(CONTEXT), "--stride", str(STRIDE), "--json"],
+                    tmp_path)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
 

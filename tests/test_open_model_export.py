@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from open_model_dirs import FAMILIES, ModelDir, open_model_dir
-from pretrain_runs import run_env
+from pretrain_runs import run_here
 from safetensors import safe_open
 
 from scratchgpt.config import PRESETS, ModelConfig
@@ -40,8 +39,7 @@ CONVERSATION = [{"role": "user", "content": "Name a painter."},
 
 
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scratchgpt.cli", *args], env=run_env(cache),
-                          capture_output=True, text=True, timeout=180)
+    return run_here(list(args), cache)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 import torch
 from hf_tokenizer_families import qwen_like
 from open_model_dirs import FAMILIES, ModelDir, open_model_dir, write_model_dir
-from pretrain_runs import run_env
+from pretrain_runs import run_env, run_here
 from serve_runs import Server
 
 from scratchgpt.hub.hf_checkpoint import INDEX_FILE, resolve_dtype
@@ -39,11 +39,9 @@ def model_dir(request: pytest.FixtureRequest,
 
 
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    """The CLI's output as it wrote it (text=True would turn a generated "\r" into "\n")."""
-    done = subprocess.run([sys.executable, "-m", "scratchgpt.cli", *args], env=run_env(cache),
-                          capture_output=True, timeout=180)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
-                                       done.stderr.decode())
+    """The CLI's output as it wrote it, carriage returns and all, from a run in this
+    process."""
+    return run_here(list(args), cache)
 
 
 def test_the_directory_is_what_the_family_saves(model_dir: ModelDir) -> None:

@@ -7,13 +7,11 @@ as that family, with our logits and our tokenizer's ids.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from pretrain_runs import run_env, run_pretrain, write_corpus
+from pretrain_runs import pretrain_here, run_here, write_corpus
 
 from scratchgpt.config import (
     ARCHITECTURE_DESIGNS,
@@ -63,9 +61,7 @@ def test_a_published_shape_keeps_its_design_and_refuses_another(preset: str, arc
 
 
 def test_an_unknown_architecture_lists_the_known_ones(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "scratchgpt.cli", "pretrain", "--arch",
-                           "mistral", "--out", str(tmp_path / "run")], env=run_env(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+    done = run_here(["pretrain", "--arch", "mistral", "--out", str(tmp_path / "run")], tmp_path)
     assert done.returncode == 2
     assert "gpt2, llama3, qwen3, gemma3" in done.stderr and "mistral" in done.stderr
 
@@ -75,13 +71,11 @@ def test_an_unknown_architecture_lists_the_known_ones(tmp_path: Path) -> None:
 def test_a_run_of_each_architecture_exports_what_transformers_loads(
         arch: str, tmp_path: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "hf"
-    done = run_pretrain(write_corpus(tmp_path / "corpus.txt", 20_000), run_dir, tmp_path,
-                        "--arch", arch, "--max-steps", "2")
+    done = pretrain_here(write_corpus(tmp_path / "corpus.txt", 20_000), run_dir, tmp_path,
+                         "--arch", arch, "--max-steps", "2")
     assert done.returncode == 0, done.stderr
     assert load_toml(run_dir / "config.toml")["model"]["arch"] == arch
-    export = subprocess.run([sys.executable, "-m", "scratchgpt.cli", "export", str(run_dir),
-                             "--format", "hf", "--out", str(out)], env=run_env(tmp_path),
-                            capture_output=True, text=True, timeout=120)
+    export = run_here(["export", str(run_dir), "--format", "hf", "--out", str(out)], tmp_path)
     assert export.returncode == 0, export.stderr
 
     ours, tokenizer = load_model(run_dir)

@@ -1,4 +1,8 @@
-"""Runs that are killed, interrupted or fed bad input resume exactly or fail clearly."""
+"""Runs that are killed, interrupted or fed bad input resume exactly or fail clearly.
+
+A kill, a Ctrl-C, a file-size limit and output to a pipe are tried on a real process; the
+errors, and the resumes after them, run in this process (``pretrain_here``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 from pretrain_runs import (
     kill_after_step_0,
     pretrain_command,
+    pretrain_here,
     read_metrics,
     run_env,
     run_pretrain,
@@ -68,7 +73,7 @@ def test_sigkill_then_resume_gives_bit_identical_losses(
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert read_metrics(run_dir)[-1]["step"] < 8, "the run finished before it was killed"
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
     assert read_metrics(run_dir) == read_metrics(uninterrupted)  # exact float equality
@@ -87,7 +92,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
     assert "Traceback" not in stderr
     stopped = max(s for s, _ in step_dirs(run_dir / "checkpoints"))
     assert f"step {stopped}" in stderr
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert read_metrics(run_dir) == read_metrics(uninterrupted)
 
@@ -95,7 +100,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
 def test_second_run_into_the_same_directory_refuses(
     corpus: Path, cache: Path, uninterrupted: Path
 ) -> None:
-    again = run_pretrain(corpus, uninterrupted, cache, *STEPS)
+    again = pretrain_here(corpus, uninterrupted, cache, *STEPS)
     assert again.returncode == 2
     assert "already holds a run; pass --resume" in again.stderr
 
@@ -103,7 +108,7 @@ def test_second_run_into_the_same_directory_refuses(
 def test_resume_with_another_model_shape_is_refused(
     corpus: Path, cache: Path, uninterrupted: Path
 ) -> None:
-    other = run_pretrain(corpus, uninterrupted, cache, "--resume", "--n-layers", "3")
+    other = pretrain_here(corpus, uninterrupted, cache, "--resume", "--n-layers", "3")
     assert other.returncode == 2
     assert "different model shape (n_layers: 2 in the run, 3 now)" in other.stderr
 
@@ -112,11 +117,11 @@ def test_resume_from_a_corrupted_checkpoint_names_it(
     corpus: Path, cache: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "corrupt"
-    assert run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
-                        ).returncode == 0
+    assert pretrain_here(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
+                         ).returncode == 0
     weights = run_dir / "checkpoints" / "step-00000002" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "4")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume", "--max-steps", "4")
     assert resumed.returncode == 2
     assert f"{weights} is corrupted or truncated" in resumed.stderr
 
@@ -125,8 +130,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(
     corpus: Path, cache: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "too-big"
-    assert run_pretrain(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
-                        ).returncode == 0
+    assert pretrain_here(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2",
+                         ).returncode == 0
     good = run_dir / "checkpoints" / "step-00000002"
     weights_size = (good / "model.safetensors").stat().st_size
 
@@ -162,11 +167,11 @@ def test_a_failed_start_leaves_nothing_and_the_retry_gets_what_it_asked_for(
     run_dir = tmp_path / "retry"
     short = tmp_path / "short.txt"
     short.write_text(corpus.read_text(encoding="utf-8")[:3000], encoding="utf-8")
-    too_short = run_pretrain(short, run_dir, cache, "--context-length", "512")
+    too_short = pretrain_here(short, run_dir, cache, "--context-length", "512")
     assert too_short.returncode == 2, too_short.stderr
     assert "shorter than one window" in too_short.stderr  # found after training the tokenizer
     assert not run_dir.exists()
-    bad_shape = run_pretrain(corpus, run_dir, cache, "--context-length", "0")
+    bad_shape = pretrain_here(corpus, run_dir, cache, "--context-length", "0")
     assert bad_shape.returncode == 2
     assert "--context-length: must be > 0, got 0" in bad_shape.stderr
     assert not run_dir.exists()
@@ -191,8 +196,8 @@ def test_killed_before_its_first_checkpoint_a_run_resumed_starts_over(
     kill_after_step_0(pretrain_command(corpus, run_dir, *STEPS, "--max-steps", "100000",
                                        "--eval-every", "100000"), cache)
     assert not step_dirs(run_dir / "checkpoints")
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume", "--max-steps", "8",
-                           "--eval-every", "2")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume", "--max-steps", "8",
+                            "--eval-every", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert "holds no checkpoint yet" in resumed.stderr
     assert read_metrics(run_dir) == read_metrics(uninterrupted)  # step 0 too: the same start
@@ -213,7 +218,7 @@ def test_resume_with_no_checkpoint_says_so_and_starts_over(
 ) -> None:
     run_dir = _copy_run(uninterrupted, tmp_path / "no-checkpoint")
     shutil.rmtree(run_dir / "checkpoints")  # as a kill before the first checkpoint leaves it
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "holds no checkpoint yet" in resumed.stderr
     assert "starting from the beginning" in resumed.stderr
@@ -228,7 +233,7 @@ def test_resume_when_only_best_is_left_continues_from_it(
     for _, step_dir in step_dirs(run_dir / "checkpoints"):
         shutil.rmtree(step_dir)
     best = load_checkpoint(run_dir / "checkpoints" / "best").step
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {run_dir / 'checkpoints' / 'best'} (step {best})" in resumed.stderr
     assert read_metrics(run_dir) == read_metrics(uninterrupted)
@@ -252,7 +257,7 @@ def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(
     metrics = run_dir / "metrics.jsonl"
     text = metrics.read_text(encoding="utf-8")
     metrics.write_text(text[: len(text) - 40], encoding="utf-8")  # the last line cut short
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{metrics} line 5 was cut short" in resumed.stderr
     assert read_metrics(run_dir) == read_metrics(uninterrupted)
@@ -267,7 +272,7 @@ def test_a_broken_metrics_line_is_named(
     lines = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
     lines[1] = '{"step": 2, "tokens": 128,,}\n'
     metrics.write_text("".join(lines), encoding="utf-8")
-    resumed = run_pretrain(corpus, run_dir, cache, "--resume")
+    resumed = pretrain_here(corpus, run_dir, cache, "--resume")
     assert resumed.returncode == 2
     assert f"{metrics} line 2: not valid JSON" in resumed.stderr
     assert "Traceback" not in resumed.stderr

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pretrain_runs import run_pretrain, write_corpus
+from pretrain_runs import pretrain_here, write_corpus
 from serve_runs import MESSAGES, Server
 
 from scratchgpt.cli import main
@@ -37,8 +37,8 @@ def word_run(instruct_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     tokenizer = root / "words.json"
     WordTokenizer.from_texts(corpus.read_text(encoding="utf-8")).save(tokenizer)
     run_dir = root / "run"
-    done = run_pretrain(corpus, run_dir, instruct_cache, "--tokenizer", str(tokenizer),
-                        "--max-steps", "2", "--eval-every", "2")
+    done = pretrain_here(corpus, run_dir, instruct_cache, "--tokenizer", str(tokenizer),
+                         "--max-steps", "2", "--eval-every", "2")
     assert done.returncode == 0, done.stderr
     return run_dir
 

@@ -12,7 +12,6 @@ from a downloaded ``ORG/NAME``.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from hf_tokenizer_families import llama3_like
 from open_model_dirs import FAMILIES, ModelDir, open_model_dir
 from PIL import Image
-from pretrain_runs import run_env
+from pretrain_runs import run_here
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.hub.hf_hub import download_model
@@ -192,8 +191,7 @@ def test_a_layers_grid_keeps_each_kv_group_on_one_row(llama_tokenizer: Tokenizer
 
 # -- the command ----------------------------------------------------------------------------------
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scratchgpt.cli", *args], env=run_env(cache),
-                          capture_output=True, text=True, timeout=180)
+    return run_here(list(args), cache)
 
 
 def test_the_command_writes_the_picture(model_dir: ModelDir, tmp_path: Path,
