@@ -96,6 +96,7 @@ def test_the_tokenizer_examples_run_as_written(
 
 
 @pytest.mark.parametrize("argv", [["finetune", "classify"], ["finetune", "instruct"],
+                                  ["finetune", "dpo"],
                                   *(["evaluate", task] for task in EVALUATE_TASKS),
                                   *(["viz", task] for task in VIZ_TASKS),
                                   ["classify"]])

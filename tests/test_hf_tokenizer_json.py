@@ -9,8 +9,6 @@ post-processor and added tokens, saved as ``tokenizer.json``. The oracle is
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from hf_tokenizer_families import (  # noqa: E402
     VERDICT,
     save,
 )
+from pretrain_runs import run_here  # noqa: E402
 from tokenizers import (  # noqa: E402
     Tokenizer,
     decoders,
@@ -197,9 +196,9 @@ def test_tokenize_command_writes_hugging_face_ids(family_files: dict[str, Path],
     text = MOBY[:5000] + MIXED
     text_file.write_bytes(text.encode("utf-8"))
     out = tmp_path / "ids.npy"
-    subprocess.run([sys.executable, "-m", "scratchgpt.cli", "tokenize", "--tokenizer",
-                    str(model_dir), str(text_file), "--ids-out", str(out)], check=True,
-                   capture_output=True)
+    done = run_here(["tokenize", "--tokenizer", str(model_dir), str(text_file), "--ids-out",
+                     str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
     expected = _theirs(family_files[family], text)
     assert np.load(out).tolist() == expected
     assert expected[0] == read_hf_tokenizer(model_dir).bos_id

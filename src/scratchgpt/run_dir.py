@@ -52,12 +52,14 @@ def model_tables(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def run_command(tables: dict[str, Any]) -> str:
     """The command that made a run, read from its ``config.toml`` tables: ``finetune classify``
-    (a classifier head), ``finetune instruct`` (a language model with a prompt style) or
-    ``pretrain``."""
+    (a classifier head), ``finetune dpo`` (a language model with a prompt style and a DPO
+    ``beta``), ``finetune instruct`` (one with a prompt style) or ``pretrain``."""
     head = tables.get(HEAD, LANGUAGE_MODEL_HEAD)
     if head.get("kind") == "classifier":
         return "finetune classify"
-    return "finetune instruct" if "prompt_style" in head else "pretrain"
+    if "prompt_style" not in head:
+        return "pretrain"
+    return "finetune dpo" if "beta" in tables.get("model", {}) else "finetune instruct"
 
 
 def check_run_dir(run_dir: Path, command: str, resume: bool) -> None:

@@ -14,6 +14,8 @@
     scratchgpt evaluate classify --model runs/spam --data messages.csv
     scratchgpt download instructions             the book's 1,100 instruction/response pairs
     scratchgpt finetune instruct --data instructions --model gpt2-124M --out runs/assistant
+    scratchgpt download preferences              the same answered two ways, one preferred
+    scratchgpt finetune dpo --data preferences --model runs/assistant --out runs/polite
     scratchgpt chat --model runs/assistant
     scratchgpt serve --model runs/assistant      OpenAI's (and Ollama's) API and a web page
     scratchgpt evaluate perplexity --model runs/first --data book.txt
@@ -46,6 +48,9 @@ from scratchgpt.finetune.config import (
     ClassifyConfig,
     ClassifyData,
     ClassifyModel,
+    DPOConfig,
+    DPOData,
+    DPOModel,
     InstructConfig,
     InstructData,
     InstructModel,
@@ -202,6 +207,17 @@ def _finetune_instruct(args: argparse.Namespace) -> int:
     run_dir, config_file = _run_paths(args, default)
     config = InstructConfig.from_sources(config_file, _overrides(args))
     return _finished(run_dir, finetune_instruct(config, run_dir, resume=args.resume).interrupted)
+
+
+def _finetune_dpo(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from scratchgpt.finetune.preference import DPOConfig, finetune_dpo
+
+    default = Path("runs") / datetime.now().strftime("dpo-%Y%m%d-%H%M%S")
+    run_dir, config_file = _run_paths(args, default)
+    config = DPOConfig.from_sources(config_file, _overrides(args))
+    return _finished(run_dir, finetune_dpo(config, run_dir, resume=args.resume).interrupted)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -506,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "google/gemma-3-270m-it), gpt2 (OpenAI's GPT-2), sms-spam (UCI's SMS "
                            "Spam Collection), spamassassin (the SpamAssassin public mail "
                            "corpus), instructions (the book's 1,100 instruction/response pairs), "
+                           "preferences (the same with chosen/rejected answers, for DPO), "
                            "alpaca (Stanford Alpaca's 52,002) or mmlu (the MMLU benchmark's "
                            "original data.tar)")
     down.add_argument("--revision", metavar="REV",
@@ -572,10 +589,10 @@ def _add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 def _add_finetune(commands: argparse._SubParsersAction) -> None:
     finetune = commands.add_parser(
-        "finetune", help="teach a pretrained GPT a task (classify, instruct)",
+        "finetune", help="teach a pretrained GPT a task (classify, instruct, dpo)",
         description="Fine-tune a language model: `classify` puts a class head on it and "
                     "trains it on labelled texts; `instruct` teaches it to answer "
-                    "instructions.")
+                    "instructions; `dpo` teaches it which of two answers people prefer.")
     tasks = finetune.add_subparsers(dest="task", required=True, metavar="TASK")
     classify = add_command(
         tasks, "classify", help="a text classifier, such as a spam filter (the book's ch. 6)",
@@ -604,8 +621,9 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
                     "model that has one: Llama 3, Qwen3, Gemma 3; the loss on the assistant "
                     "turns, the template kept in the run for chat, serve and export) or in a "
                     "prompt style (alpaca, phi3, chatml): a seeded 85/5/10 split is saved "
-                    "in the run directory, all weights or LoRA adapters train with the same "
-                    "loop as pretraining (checkpoints, --resume, Ctrl-C), each evaluation "
+                    "in the run directory, all weights, the last blocks or LoRA adapters "
+                    "train with the same loop as pretraining (checkpoints, --resume, Ctrl-C), "
+                    "each evaluation "
                     "answers a few validation instructions (samples.txt), and the best "
                     "checkpoint answers every test instruction at the end "
                     "(test-responses.json, scored in eval.json).",
@@ -622,6 +640,34 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     _add_config_flags(instruct, "model", InstructModel)
     _add_config_flags(instruct, "train", TrainConfig, InstructConfig.train_defaults)
     instruct.set_defaults(func=_finetune_instruct, command="finetune instruct")
+
+    dpo = add_command(
+        tasks, "dpo", help="an assistant taught which of two answers people prefer (DPO, the "
+                           "book's ch. 7 bonus)",
+        description="Direct Preference Optimization: tune a language model (best one already "
+                    "instruction-tuned) on pairs of answers to one prompt, one chosen by people "
+                    "and one rejected, so that it makes the chosen more likely and the rejected "
+                    "less, relative to the frozen model it started from (the reference: a "
+                    "frozen copy, or with --train lora the same weights with the adapters "
+                    "off). Pairs render in the model's chat template or the prompt style its "
+                    "instruction tuning recorded; a seeded 85/5/10 split is saved in the run "
+                    "directory; training uses the same loop as pretraining (checkpoints, "
+                    "--resume, Ctrl-C). Each evaluation logs the loss, the reward margin "
+                    "(chosen minus rejected implicit reward), the reward accuracy (share of "
+                    "pairs the chosen answer wins) and answers a few validation prompts with "
+                    "the starting model and the current one (samples.txt); the best checkpoint "
+                    "is measured on the test pairs at the end (eval.json).",
+        examples=["scratchgpt finetune dpo --data preferences --model runs/assistant "
+                  "--out runs/polite",
+                  "scratchgpt finetune dpo --data pairs.jsonl --model Qwen/Qwen3-0.6B "
+                  "--train lora --beta 0.1 --out runs/qwen3-dpo",
+                  "scratchgpt finetune dpo --out runs/polite --resume"],
+    )
+    _add_run_flags(dpo, "runs/dpo-TIME")
+    _add_config_flags(dpo, "data", DPOData)
+    _add_config_flags(dpo, "model", DPOModel)
+    _add_config_flags(dpo, "train", TrainConfig, DPOConfig.train_defaults)
+    dpo.set_defaults(func=_finetune_dpo, command="finetune dpo")
 
 
 def _add_classify(commands: argparse._SubParsersAction) -> None:

@@ -56,38 +56,24 @@ class InstructionExamples:
         context_length: int,
         mask_prompt: bool = False,
     ) -> None:
-        if style.append_end_of_text and tokenizer.eot_id is None:
-            raise ValueError(
-                "this tokenizer has no end-of-text token (<|endoftext|>): instruction tuning "
-                "needs one to mark where an answer ends, so that generation knows when to stop; "
-                "use GPT-2's tokenizer, or train one with <|endoftext|> among its special tokens "
-                "(scratchgpt train-tokenizer does by default)"
-            )
+        end = end_of_answer(tokenizer, style)
         if not records:
             raise ValueError("no instruction records to make examples of")
-        self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
-        end = [tokenizer.eot_id] if style.append_end_of_text else []  # the end of the answer
+        self.pad_id = padding_id(tokenizer)
         self.ids: list[list[int]] = []
         self.trained: list[list[bool]] = []  # whether each token is learned (as a target)
         self.truncated = 0
         needs: list[int] = []  # the context each dropped example would need
         for index, record in enumerate(records):
-            try:
-                ids, trained, answer_start = tokenize_record(record, tokenizer, style,
-                                                             mask_prompt)
-            except ChatTemplateError as err:
-                instruction = record_fields(record)["instruction"]
-                raise ChatTemplateError(
-                    f"record {index} of {len(records)} (the one whose last instruction begins "
-                    f"{instruction[:40]!r}): {err}"
-                ) from None
-            ids, trained = [*ids, *end], [*trained, *[True] * len(end)]  # learned
-            keep = context_length + 1  # inputs and targets are the tokens shifted by one
-            if len(ids) > keep:
-                if answer_start <= len(ids) - keep:  # its first token would be no target
-                    needs.append(len(ids) - answer_start)
-                    continue
-                ids, trained = ids[-keep:], trained[-keep:]
+            where = f"record {index} of {len(records)}"
+            ids, trained, answer_start = tokenize_example(record, tokenizer, style, end,
+                                                          mask_prompt, where)
+            cut = left_cut(len(ids), answer_start, context_length)
+            if cut is None:
+                needs.append(len(ids) - answer_start)
+                continue
+            if cut:
+                ids, trained = ids[cut:], trained[cut:]
                 self.truncated += 1
             self.ids.append(ids)
             self.trained.append(trained)
@@ -107,6 +93,52 @@ class InstructionExamples:
     def batch(self, indices: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [int(i) for i in indices]
         return collate([self.ids[i] for i in rows], [self.trained[i] for i in rows], self.pad_id)
+
+
+def end_of_answer(tokenizer: Tokenizer, style: PromptFormat) -> list[int]:
+    """What a training example adds after its answer: the end-of-text token in a prompt style
+    (refused where the tokenizer has none), nothing in a chat template."""
+    if not style.append_end_of_text:
+        return []
+    if tokenizer.eot_id is None:
+        raise ValueError(
+            "this tokenizer has no end-of-text token (<|endoftext|>): instruction tuning "
+            "needs one to mark where an answer ends, so that generation knows when to stop; "
+            "use GPT-2's tokenizer, or train one with <|endoftext|> among its special tokens "
+            "(scratchgpt train-tokenizer does by default)"
+        )
+    return [tokenizer.eot_id]
+
+
+def padding_id(tokenizer: Tokenizer) -> int:
+    """What batches are padded with: end-of-text, or id 0 for a tokenizer without one (no
+    trained position sees the padding)."""
+    return tokenizer.eot_id if tokenizer.eot_id is not None else 0
+
+
+def tokenize_example(record: Record, tokenizer: Tokenizer, style: PromptFormat, end: list[int],
+                     mask_prompt: bool, where: str) -> tuple[list[int], list[bool], int]:
+    """:func:`tokenize_record`, then ``end`` (learned); a chat template's error names the
+    record (``where``: ``record 3 of 40``)."""
+    try:
+        ids, trained, answer_start = tokenize_record(record, tokenizer, style, mask_prompt)
+    except ChatTemplateError as err:
+        instruction = record_fields(record)["instruction"]
+        raise ChatTemplateError(
+            f"{where} (the one whose last instruction begins {instruction[:40]!r}): {err}"
+        ) from None
+    return [*ids, *end], [*trained, *[True] * len(end)], answer_start
+
+
+def left_cut(length: int, answer_start: int, context_length: int) -> int | None:
+    """How many tokens to cut from the left of an example of ``length`` tokens whose final
+    answer starts at token ``answer_start`` so that it fits ``context_length`` (0 where it
+    fits); None where that would cut the answer's first target (the token before the answer
+    predicts it), so that the example must be left out."""
+    cut = length - (context_length + 1)  # inputs and targets are the tokens shifted by one
+    if cut <= 0:
+        return 0
+    return cut if cut < answer_start else None
 
 
 def tokenize_record(

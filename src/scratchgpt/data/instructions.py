@@ -10,7 +10,8 @@ model learns to continue it with.
 file is an :class:`InstructionDataError` that names the file, the record (its index in a JSON
 list, its line in JSON Lines) and the field. :func:`split_records` makes seeded train,
 validation and test splits, and :func:`save_instruction_splits` writes them beside a run, so
-that the run can be reproduced and its test records are never trained on.
+that the run can be reproduced and its test records are never trained on. Preference records
+(:mod:`scratchgpt.data.preferences`) are read, checked and split by the same pieces.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from scratchgpt.data.corpus import json_lines
 from scratchgpt.data.labelled import utf8_text
@@ -112,16 +114,24 @@ def load_instructions(path: str | Path) -> list[Record]:
     ``instruction``, ``output`` and optionally ``input`` (other fields are ignored), or with
     ``messages``: a list of ``{"role", "content"}`` objects. Records of a list are numbered from
     0 in errors, as ``json.load(file)[17]`` numbers them; lines from 1."""
+    return [parse_record(value, where)
+            for where, value in read_json_records(path, "instruction", RECORD_SHAPES)]
+
+
+def read_json_records(path: str | Path, what: str, shapes: str) -> list[tuple[str, Any]]:
+    """Each JSON value of a JSON list or JSON Lines file of ``what`` (``instruction``) records,
+    with where it is (``FILE: record 17``, ``FILE:18``) for errors to name; ``shapes`` says what
+    a record is, for the error of a file that holds none."""
     path = Path(path)
     if path.is_dir():
         found = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
         raise IsADirectoryError(
-            f"{path} is a directory; instruction data is one file, a JSON list or JSON Lines "
+            f"{path} is a directory; {what} data is one file, a JSON list or JSON Lines "
             "file of records: give its path"
             + (f" (this directory holds {', '.join(found)})" if found else
                " (this directory holds no .json or .jsonl file)"))
     if not path.is_file():
-        raise FileNotFoundError(f"instruction data not found: {path}")
+        raise FileNotFoundError(f"{what} data not found: {path}")
     try:
         text = utf8_text(path.read_bytes(), path)
         if text.lstrip().startswith("["):
@@ -137,10 +147,10 @@ def load_instructions(path: str | Path) -> list[Record]:
         raise InstructionDataError(str(err)) from None
     if not items:
         raise InstructionDataError(
-            f"{path}: holds no instruction records; expected a JSON list of records or one "
-            f"record per line, each {RECORD_SHAPES}"
+            f"{path}: holds no {what} records; expected a JSON list of records or one "
+            f"record per line, each {shapes}"
         )
-    return [parse_record(value, where) for where, value in items]
+    return items
 
 
 def json_type(value: Any) -> str:
@@ -161,57 +171,73 @@ def parse_record(value: Any, where: str) -> Record:
         )
     if "messages" in value:
         return parse_conversation(value["messages"], where)
-    for name in ("instruction", "output"):
-        if name not in value:
+    return InstructionRecord(**text_fields(value, where, ("instruction", "input", "output"),
+                                           RECORD_SHAPES))
+
+
+def text_fields(value: dict[str, Any], where: str, names: tuple[str, ...],
+                shapes: str) -> dict[str, str]:
+    """The fields ``names`` of a record, each a string; all but ``input`` (``""`` when absent)
+    present and not blank. ``shapes`` says what a record is, for the error of a missing one."""
+    for name in names:
+        if name != "input" and name not in value:
             found = ", ".join(repr(key) for key in value) or "none"
             raise InstructionDataError(
-                f"{where}: no field {name!r} (found fields: {found}); a record is {RECORD_SHAPES}"
+                f"{where}: no field {name!r} (found fields: {found}); a record is {shapes}"
             )
-    fields = {name: value.get(name, "") for name in ("instruction", "input", "output")}
+    fields = {name: value.get(name, "") for name in names}
     for name, text in fields.items():
         if not isinstance(text, str):
             raise InstructionDataError(
                 f"{where}: field {name!r} is {json_type(text)}, not a string"
                 + ('; write "" for no input' if name == "input" else "")
             )
-    for name in ("instruction", "output"):
-        if not fields[name].strip():
+        if name != "input" and not text.strip():
             raise InstructionDataError(
                 f"{where}: field {name!r} is empty; fill it in or drop the record"
             )
-    return InstructionRecord(**fields)
+    return fields
 
 
 def parse_conversation(messages: Any, where: str) -> Conversation:
     """The conversation of a record's ``messages`` field."""
+    return Conversation(parse_messages(messages, where, "messages", ends_with_answer=True))
+
+
+def parse_messages(messages: Any, where: str, field: str,
+                   ends_with_answer: bool) -> tuple[Message, ...]:
+    """The messages of a record's ``field``: ``{"role", "content"}`` objects (other keys
+    dropped) in the order of a conversation, none but a system message empty."""
     if not isinstance(messages, list):
         raise InstructionDataError(
-            f"{where}: field 'messages' is {json_type(messages)}, not a list of "
+            f"{where}: field {field!r} is {json_type(messages)}, not a list of "
             "{'role', 'content'} objects"
         )
     try:
-        check_messages(messages, ends_with_answer=True)
+        check_messages(messages, ends_with_answer=ends_with_answer)
     except ValueError as err:
-        raise InstructionDataError(f"{where}: field 'messages': {err}") from None
+        raise InstructionDataError(f"{where}: field {field!r}: {err}") from None
     for index, message in enumerate(messages):
         if message["role"] != "system" and not message["content"].strip():
             raise InstructionDataError(
-                f"{where}: field 'messages': message {index} ({message['role']}) has an empty "
+                f"{where}: field {field!r}: message {index} ({message['role']}) has an empty "
                 "'content'; fill it in or drop the record"
             )
-    return Conversation(tuple({"role": m["role"], "content": m["content"]} for m in messages))
+    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
 
 
 # --- Splitting ----------------------------------------------------------------------------------
 
+R = TypeVar("R")  # a record: an instruction record or conversation, or a preference record
+
 
 @dataclass(frozen=True)
-class InstructionSplits:
+class InstructionSplits(Generic[R]):
     """Train, validation and test records, and how they were split."""
 
-    train: list[Record]
-    val: list[Record]
-    test: list[Record]
+    train: list[R]
+    val: list[R]
+    test: list[R]
     seed: int
     fractions: tuple[float, float, float]
 
@@ -225,11 +251,13 @@ class InstructionSplits:
 
 
 def split_records(
-    records: list[Record], seed: int, fractions: tuple[float, float, float] = (0.85, 0.05, 0.10)
-) -> InstructionSplits:
+    records: list[R], seed: int, fractions: tuple[float, float, float] = (0.85, 0.05, 0.10),
+    what: str = "instruction records",
+) -> InstructionSplits[R]:
     """Train, validation and test splits of ``records`` by a seeded shuffle, each in the
     records' original order. Validation and test get their fraction of the records, rounded
-    (at least one each), train the rest: the book's 935, 55 and 110 of its 1,100."""
+    (at least one each), train the rest: the book's 935, 55 and 110 of its 1,100. ``what``
+    names the records in errors."""
     if len(fractions) != 3 or min(fractions) <= 0 or not math.isclose(sum(fractions), 1):
         raise ValueError(
             f"fractions must be three positive numbers (train, validation, test) that sum to 1, "
@@ -238,7 +266,7 @@ def split_records(
     n = len(records)
     if n < 3:
         raise ValueError(
-            f"{n} instruction records are too few to split: train, validation and test need at "
+            f"{n} {what} are too few to split: train, validation and test need at "
             "least one each"
         )
     n_val, n_test = (max(1, math.floor(n * f + 0.5)) for f in fractions[1:])
@@ -251,27 +279,32 @@ def split_records(
     return InstructionSplits(train, val, test, seed, tuple(fractions))
 
 
-def save_instruction_splits(splits: InstructionSplits, directory: Path) -> None:
+def save_instruction_splits(splits: InstructionSplits[R], directory: Path,
+                            to_json: Callable[[R], dict[str, Any]] = record_json) -> None:
     """Write ``train.jsonl``, ``val.jsonl`` and ``test.jsonl`` (one record per line, in the
-    shape it was read in) and ``split.json`` (seed, fractions, counts) into ``directory``."""
+    shape it was read in: ``to_json``) and ``split.json`` (seed, fractions, counts) into
+    ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name in SPLIT_NAMES:
         lines = (
-            json.dumps(record_json(r), ensure_ascii=False) + "\n" for r in getattr(splits, name)
+            json.dumps(to_json(r), ensure_ascii=False) + "\n" for r in getattr(splits, name)
         )
         (directory / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
     (directory / REPORT_FILE).write_text(json.dumps(splits.report(), indent=2) + "\n")
 
 
-def load_instruction_splits(directory: Path) -> InstructionSplits:
-    """The splits that :func:`save_instruction_splits` wrote into ``directory``."""
+def load_instruction_splits(
+    directory: Path, load: Callable[[Path], list[R]] = load_instructions
+) -> InstructionSplits[R]:
+    """The splits that :func:`save_instruction_splits` wrote into ``directory``, each file read
+    by ``load``."""
     directory = Path(directory)
     report_path = directory / REPORT_FILE
     if not report_path.is_file():
         raise FileNotFoundError(f"{directory} holds no instruction splits: no {REPORT_FILE}")
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    parts = [load_instructions(directory / f"{name}.jsonl") for name in SPLIT_NAMES]
+    parts = [load(directory / f"{name}.jsonl") for name in SPLIT_NAMES]
     for name, part in zip(SPLIT_NAMES, parts, strict=True):
         if len(part) != report["counts"][name]:
             raise InstructionDataError(

@@ -3,7 +3,8 @@ start from, and the shape of LoRA adapters), the book's training defaults, how a
 configuration is read (defaults, then a TOML file, then flags) and the check that a split
 leaves something to train on. Then each fine-tuning's own ``[data]`` table and ``train``
 choice (which weights learn): :class:`ClassifyConfig` for :mod:`.classification`,
-:class:`InstructConfig` for :mod:`.instruction`.
+:class:`InstructConfig` for :mod:`.instruction`, :class:`DPOConfig` for
+:mod:`.preference`.
 
 Settings only, without PyTorch, so that ``scratchgpt finetune TASK --help`` lists them at once.
 """
@@ -21,6 +22,7 @@ from scratchgpt.settings import (
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
+    Between,
     Matches,
     OneOf,
     Parses,
@@ -200,3 +202,64 @@ class InstructConfig(FinetuneConfig):
     train: TrainConfig
 
     train_defaults = {**BOOK_TRAIN_DEFAULTS, "eval_batches": 5}  # answers take longer
+
+
+# -- scratchgpt finetune dpo --------------------------------------------------------------
+# The book's DPO notebook (chapter 7's bonus): AdamW at 5e-6, weight decay 0.01, batch 8, 1 epoch.
+DPO_TRAIN_DEFAULTS: dict[str, Any] = {**BOOK_TRAIN_DEFAULTS, "lr": 5e-6, "weight_decay": 0.01,
+                                      "eval_batches": 5}
+
+
+@dataclass
+class DPOData:
+    """Which preference pairs, how they are split, and how each becomes text."""
+
+    data: str = knob("preferences", "preferences (after `scratchgpt download preferences`), "
+                                    "or a JSON list or JSON Lines file of {instruction, input, "
+                                    "chosen, rejected} records or {prompt, chosen, rejected} "
+                                    "conversations")
+    prompt_style: str | None = knob(
+        None, "how a pair becomes text: template (the model's own chat template), alpaca, phi3 "
+              "or chatml; default: the model's chat template if it has one, else the prompt "
+              "style its instruction tuning recorded, else alpaca",
+        OneOf((TEMPLATE, *PROMPT_STYLES)))
+    limit: int | None = knob(None, "use only the first N pairs (default: all)", POSITIVE)
+    val_fraction: float = knob(0.05, "share of the pairs held out for validation", FRACTION)
+    test_fraction: float = knob(0.1, "share of the pairs held out for the final test", FRACTION)
+    epochs: float = knob(1, "passes over the training pairs; sets --max-steps (0: train "
+                            "--max-steps steps instead)", NON_NEGATIVE)
+    max_new_tokens: int = knob(64, "the longest answer generated for a validation sample",
+                               POSITIVE)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_split(self.val_fraction, self.test_fraction, "pairs")
+
+
+@dataclass
+class DPOModel(FinetuneModel):
+    """What to start from (the policy, and the frozen reference), which weights learn, and the
+    strength of DPO's pull."""
+
+    train: str = knob("all", "which weights learn: all (the reference is a frozen copy of the "
+                             "start) or lora (adapters; the reference is the same weights with "
+                             "the adapters off)", OneOf(("all", "lora")))
+    beta: float = knob(0.1, "how strongly the policy is held to the reference: the implicit "
+                            "reward is beta x the log-ratio (the book's and TRL's: 0.1)",
+                       POSITIVE)
+    label_smoothing: float = knob(0.0, "the chance a pair's labels are flipped (conservative "
+                                       "DPO; 0: plain DPO)", Between(0, 0.5, high_open=True))
+    precompute_reference: bool = knob(False, "score the training pairs with the reference "
+                                             "once, before the first step, instead of at every "
+                                             "step (a step then runs the policy alone)")
+
+
+@dataclass
+class DPOConfig(FinetuneConfig):
+    """Everything ``scratchgpt finetune dpo`` needs; saved as ``RUN_DIR/config.toml``."""
+
+    data: DPOData
+    model: DPOModel
+    train: TrainConfig
+
+    train_defaults = DPO_TRAIN_DEFAULTS

@@ -11,6 +11,9 @@ as GPT-2's weights (:func:`.download.fetch_files`) into ``$SCRATCHGPT_CACHE/data
   checked against the sha256 we ship.
 * ``alpaca``: Stanford Alpaca's 52,002 pairs (``alpaca_data.json``); the file has changed
   upstream over time, so no sha256 is shipped: every record is validated instead.
+* ``preferences``: the book's 1,100 instructions each answered two ways, ``chosen`` (polite)
+  and ``rejected`` (``instruction-data-with-preference.json``, for DPO), checked against the
+  sha256 we ship and read through by the preference loader.
 * ``mmlu``: the MMLU benchmark as its authors publish it, ``data.tar`` (166,184,960 bytes, the
   sha256 we ship is the one Hugging Face's ``hendrycks_test`` loader recorded for it),
   unpacked once verified into ``data/`` (``dev``, ``val``, ``test`` and ``auxiliary_train``
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from scratchgpt.data.corpus import default_cache_dir
 from scratchgpt.data.instructions import InstructionDataError, load_instructions
+from scratchgpt.data.preferences import load_preferences
 from scratchgpt.hub.download import (
     CHUNK,
     Check,
@@ -59,6 +63,10 @@ ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/"
 INSTRUCTIONS_FILE = "instruction-data.json"
 INSTRUCTIONS_SHA256 = "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944"
 ALPACA_FILE = "alpaca_data.json"
+BOOK_DPO_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
+                "04_preference-tuning-with-dpo/")
+PREFERENCES_FILE = "instruction-data-with-preference.json"
+PREFERENCES_SHA256 = "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e"
 MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/"
 MMLU_TAR = "data.tar"
 MMLU_SHA256 = "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b"
@@ -153,14 +161,22 @@ def _check_instructions(path: Path) -> None:
         raise ContentError(f"expected instruction records, found: {err}") from None
 
 
+def _check_preferences(path: Path) -> None:
+    """Preference records that DPO can read (:func:`load_preferences`)."""
+    try:
+        load_preferences(path)
+    except InstructionDataError as err:
+        raise ContentError(f"expected preference records, found: {err}") from None
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A public dataset as its publisher ships it, and what we check in each of its files."""
 
     urls: Mapping[str, str]  # {file name: the publisher's URL}, fetched in this order
     reads: str | None  # what a loader reads: one file of the download, or None for the directory
-    kind: str  # "labelled" (texts with classes), "instructions" (instruction/response pairs)
-    # or "benchmark" (questions to score a model on)
+    kind: str  # "labelled" (texts with classes), "instructions" (instruction/response pairs),
+    # "preferences" (instructions answered two ways) or "benchmark" (questions to score a model on)
     extract: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # {file: (zip, member)}
     unpack: Mapping[str, str] = field(default_factory=dict)  # {directory: tar it is unpacked from}
     sha256: Mapping[str, str] = field(default_factory=dict)  # the sha256 we ship, by file name
@@ -204,6 +220,13 @@ DATASETS: dict[str, Dataset] = {
         kind="instructions",
         checks={ALPACA_FILE: _check_instructions},
     ),
+    "preferences": Dataset(
+        urls={PREFERENCES_FILE: BOOK_DPO_URL + PREFERENCES_FILE},
+        reads=PREFERENCES_FILE,
+        kind="preferences",
+        sha256={PREFERENCES_FILE: PREFERENCES_SHA256},
+        checks={PREFERENCES_FILE: _check_preferences},
+    ),
     "mmlu": Dataset(
         urls={MMLU_TAR: MMLU_URL + MMLU_TAR},
         reads=MMLU_DIR,
@@ -216,7 +239,8 @@ DATASETS: dict[str, Dataset] = {
 
 
 def dataset_names(kind: str) -> list[str]:
-    """The shipped datasets of one kind: ``labelled``, ``instructions`` or ``benchmark``."""
+    """The shipped datasets of one kind: ``labelled``, ``instructions``, ``preferences`` or
+    ``benchmark``."""
     return [name for name, dataset in DATASETS.items() if dataset.kind == kind]
 
 

@@ -32,7 +32,8 @@ becomes ``blocks.0.att.qkv.base.weight`` (and ``.base.bias``) beside the adapter
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ class LoRALinear(nn.Module):
             self.A = nn.ParameterDict({name: a for name, (a, _) in adapters.items()})
             self.B = nn.ParameterDict({name: b for name, (_, b) in adapters.items()})
         self.dropout = nn.Dropout(dropout)
+        self.adapters_on = True  # False: the layer is ``base`` alone (see adapters_off)
 
     def _adapter(self, out_features: int) -> tuple[nn.Parameter, nn.Parameter]:
         like = {"device": self.base.weight.device, "dtype": self.base.weight.dtype}
@@ -82,6 +84,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
+        if not self.adapters_on:
+            return out
         x = self.dropout(x)
         if self.parts is None:
             return out + self.scaling * (x @ self.A @ self.B)
@@ -198,6 +202,23 @@ def apply_lora(
             setattr(parent, attr, LoRALinear(getattr(parent, attr), rank, alpha, dropout, parts))
             wrapped.append(f"{block_name}.{path}" if block_name else path)
     return wrapped
+
+
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the ``with`` block, ``model`` computes what it did before its adapters: each
+    :class:`LoRALinear` returns ``base(x)`` alone. DPO's reference, the frozen starting model,
+    is then the very model being trained, with no second copy of its weights in memory."""
+    layers = [module for module in model.modules() if isinstance(module, LoRALinear)]
+    if not layers:
+        raise ValueError("model has no LoRA adapters to switch off")
+    for layer in layers:
+        layer.adapters_on = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.adapters_on = True
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
