@@ -65,7 +65,8 @@ class LoRALinear(nn.Module):
         self.rank = rank
         self.alpha = alpha
         self.scaling = alpha / rank
-        self.parts = dict(parts) if parts is not None else None
+        self.parts = None if parts is None else dict(  # in the order of their rows
+            sorted(parts.items(), key=lambda part: part[1].indices(base.out_features)[0]))
         if self.parts is None:
             self.A, self.B = self._adapter(base.out_features)
         else:
@@ -89,9 +90,19 @@ class LoRALinear(nn.Module):
         x = self.dropout(x)
         if self.parts is None:
             return out + self.scaling * (x @ self.A @ self.B)
-        for name, rows in self.parts.items():  # in place: no full-width zeros to add
-            out[..., rows] += self.scaling * (x @ self.A[name] @ self.B[name])
-        return out
+        # One product with every part's A side by side, then each part's B on its own
+        # columns of it; the updates (zeros between parts) are laid out as the output's rows.
+        low = x @ torch.cat([self.A[name] for name in self.parts], dim=1)
+        pieces, end = [], 0
+        for i, (name, rows) in enumerate(self.parts.items()):
+            start, stop, _ = rows.indices(out.shape[-1])
+            if start > end:
+                pieces.append(low.new_zeros(*low.shape[:-1], start - end))
+            pieces.append(low[..., i * self.rank:(i + 1) * self.rank] @ self.B[name])
+            end = stop
+        if end < out.shape[-1]:
+            pieces.append(low.new_zeros(*low.shape[:-1], out.shape[-1] - end))
+        return out + self.scaling * torch.cat(pieces, dim=-1)
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
