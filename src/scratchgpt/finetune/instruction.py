@@ -24,7 +24,7 @@ The steps, each a library call of its own:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from scratchgpt.data.prompt_format import PromptFormat, describe, encode_prompt
 from scratchgpt.data.prompt_styles import PROMPT_STYLES, TEMPLATE, get_prompt_style
 from scratchgpt.evaluation.rouge import response_scores
 from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
+    DPOConfig,
     InstructConfig,
     InstructData,
     InstructModel,  # noqa: F401  (re-exported: scratchgpt.finetune.instruction.InstructModel)
@@ -75,7 +76,7 @@ from scratchgpt.training import distributed
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.language_modeling import next_token_loss
 from scratchgpt.training.runner import Setup, log, run_job
-from scratchgpt.training.trainer import Batch, FitResult
+from scratchgpt.training.trainer import Batch, FitResult, Task
 
 TEST_RESPONSES = "test-responses.json"
 EVAL_FILE = "eval.json"
@@ -212,6 +213,42 @@ def _sample_text(record: Record, response: str) -> str:
     return f">>> {prompt}\n--- response:\n{response}\n--- reference:\n{record_reference(record)}"
 
 
+def run_prompt_format(
+    name: str | None, model: str, resume_dir: Path | None,
+    choose: Callable[[str | None, str], tuple[PromptFormat, Path | None]],
+) -> tuple[PromptFormat, Path | None, str]:
+    """The prompt format a run renders its records in, the directory of its chat template
+    (None for a prompt style) and the name recorded in the run (``template`` or the style's).
+    A resumed template run reads its own copy of the template; otherwise ``choose`` picks
+    from ``--prompt-style NAME`` and the model."""
+    if resume_dir is not None and name == TEMPLATE:
+        template_dir = resume_dir / TEMPLATE_DIR
+        return read_chat_template(template_dir), template_dir, TEMPLATE
+    style, template_dir = choose(name, model)
+    return style, template_dir, TEMPLATE if template_dir is not None else style.name
+
+
+def assistant_setup(model: GPTModel, tokenizer: Tokenizer, task: Task,
+                    config: InstructConfig | DPOConfig,
+                    style_name: str, template_dir: Path | None,
+                    save_splits: Callable[[Path], None]) -> Setup:
+    """What every fine-tuning of an assistant hands the runner: its tables (a language model
+    with the prompt style it trained in, also where the default chose it) and a writer of its
+    split and, for a template run, the template."""
+    head = {"kind": "language_model", "prompt_style": style_name,
+            "trainable": config.model.train, **config.model.lora()}
+    settings = config.to_tables()
+    settings["data"] = {**settings["data"], "prompt_style": style_name}
+    tables = {**settings, RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
+
+    def write(run_dir: Path) -> None:
+        save_splits(run_dir / SPLIT_DIR)
+        if template_dir is not None:
+            save_run_template(template_dir, run_dir)
+
+    return Setup(model, task, tokenizer, tables, write=write)
+
+
 @dataclass
 class InstructJob:
     """Instruction-tuning a language model (a :class:`~.runner.Job`)."""
@@ -225,12 +262,8 @@ class InstructJob:
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
-        if resume_dir is not None and data.prompt_style == TEMPLATE:
-            template_dir: Path | None = resume_dir / TEMPLATE_DIR  # the run's own copy
-            style: PromptFormat = read_chat_template(template_dir)
-        else:
-            style, template_dir = choose_prompt_format(data.prompt_style, choice.model)
-        style_name = TEMPLATE if template_dir is not None else style.name
+        style, template_dir, style_name = run_prompt_format(
+            data.prompt_style, choice.model, resume_dir, choose_prompt_format)
         if resume_dir is not None:  # the run's own split, tokenizer and model
             splits = load_instruction_splits(resume_dir / SPLIT_DIR)
             torch.manual_seed(train.seed)  # starting over starts as the fresh run did
@@ -271,18 +304,8 @@ class InstructJob:
                                tokenizer=tokenizer, style=style, stop_ids=stop_ids,
                                sample_records=splits.val[:SAMPLE_RECORDS],
                                max_new_tokens=data.max_new_tokens)
-        head = {"kind": "language_model", "prompt_style": style_name, "trainable": choice.train,
-                **choice.lora()}
-        settings = self.config.to_tables()  # with the prompt style the default chose
-        settings["data"] = {**settings["data"], "prompt_style": style_name}
-        tables = {**settings, RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
-
-        def write(run_dir: Path) -> None:
-            save_instruction_splits(splits, run_dir / SPLIT_DIR)
-            if template_dir is not None:
-                save_run_template(template_dir, run_dir)
-
-        return Setup(model, task, tokenizer, tables, write=write)
+        return assistant_setup(model, tokenizer, task, self.config, style_name, template_dir,
+                               lambda directory: save_instruction_splits(splits, directory))
 
 
 def write_test_responses(run_dir: Path, *, max_new_tokens: int,

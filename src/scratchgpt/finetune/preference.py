@@ -40,7 +40,6 @@ from torch import nn
 from scratchgpt.config import ModelConfig
 from scratchgpt.config_files import load_toml
 from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
-from scratchgpt.data.chat_templates import read_chat_template
 from scratchgpt.data.instructions import Record, record_fields
 from scratchgpt.data.preference_batches import PreferenceExamples
 from scratchgpt.data.preferences import (
@@ -51,10 +50,15 @@ from scratchgpt.data.preferences import (
     split_preferences,
 )
 from scratchgpt.data.prompt_format import PromptFormat, describe
-from scratchgpt.data.prompt_styles import TEMPLATE, get_prompt_style
+from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.finetune.config import DPOConfig
 from scratchgpt.finetune.init_from import PRESET_PREFIX, init_from, resume_from
-from scratchgpt.finetune.instruction import choose_prompt_format, respond
+from scratchgpt.finetune.instruction import (
+    assistant_setup,
+    choose_prompt_format,
+    respond,
+    run_prompt_format,
+)
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.hub.models import (
     load_model,
@@ -67,12 +71,9 @@ from scratchgpt.model.lora import adapters_off
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import (
     CONFIG_FILE,
-    HEAD,
     RESOLVED_MODEL,
     SPLIT_DIR,
-    TEMPLATE_DIR,
     load_run,
-    save_run_template,
     write_whole,
 )
 from scratchgpt.tokenizers import Tokenizer
@@ -321,12 +322,8 @@ class DPOJob:
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
-        if resume_dir is not None and data.prompt_style == TEMPLATE:
-            template_dir: Path | None = resume_dir / TEMPLATE_DIR  # the run's own copy
-            style: PromptFormat = read_chat_template(template_dir)
-        else:
-            style, template_dir = choose_preference_format(data.prompt_style, choice.model)
-        style_name = TEMPLATE if template_dir is not None else style.name
+        style, template_dir, style_name = run_prompt_format(
+            data.prompt_style, choice.model, resume_dir, choose_preference_format)
         identical = 0
         if resume_dir is not None:  # the run's own split, tokenizer and model
             splits = load_preference_splits(resume_dir / SPLIT_DIR)
@@ -379,18 +376,8 @@ class DPOJob:
                        batch_size=train.batch_size, eval_examples=eval_examples,
                        seed=train.seed, tokenizer=tokenizer, style=style, stop_ids=stop_ids,
                        sample_pairs=splits.val[:SAMPLE_PAIRS], max_new_tokens=data.max_new_tokens)
-        head = {"kind": "language_model", "prompt_style": style_name, "trainable": choice.train,
-                **choice.lora()}
-        settings = self.config.to_tables()  # with the prompt style the default chose
-        settings["data"] = {**settings["data"], "prompt_style": style_name}
-        tables = {**settings, RESOLVED_MODEL: model.config.to_dict(), HEAD: head}
-
-        def write(run_dir: Path) -> None:
-            save_preference_splits(splits, run_dir / SPLIT_DIR)
-            if template_dir is not None:
-                save_run_template(template_dir, run_dir)
-
-        return Setup(model, task, tokenizer, tables, write=write)
+        return assistant_setup(model, tokenizer, task, self.config, style_name, template_dir,
+                               lambda directory: save_preference_splits(splits, directory))
 
 
 def write_test_metrics(run_dir: Path, config: DPOConfig) -> dict[str, float]:
