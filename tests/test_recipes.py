@@ -1,7 +1,7 @@
-"""The recipes in ``configs/`` are valid configurations of the command their header runs, and
-the header's commands name the recipe itself (a copied recipe that still runs its original is
-a trap). The recipes need the internet and a GPU; the guide's walk runs the fine-tuning ones
-offline on small random stand-ins (docs/guide/07-open-models.md)."""
+"""The recipes in ``configs/`` are valid configurations of the command their header runs: the
+header runs the recipe itself (a copied recipe that still runs its original is a trap), and
+every recipe it runs loads as its command. The recipes need the internet and a GPU; the guide's
+walk runs the open-model ones offline on small random stand-ins (docs/guide/07-open-models.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchgpt.finetune.config import ClassifyConfig, InstructConfig
+from scratchgpt.finetune.config import ClassifyConfig, DPOConfig, InstructConfig
 from scratchgpt.pretraining import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
@@ -18,6 +18,7 @@ LOADERS = {
     "pretrain": lambda path: load_config(path, {}),
     "finetune classify": lambda path: ClassifyConfig.from_sources(path, {}),
     "finetune instruct": lambda path: InstructConfig.from_sources(path, {}),
+    "finetune dpo": lambda path: DPOConfig.from_sources(path, {}),
 }
 
 
@@ -26,9 +27,10 @@ def test_a_recipe_loads_as_the_command_it_documents(recipe: Path) -> None:
     header = recipe.read_text(encoding="utf-8")
     runs = re.findall(r"scratchgpt (pretrain|finetune \w+) --config (\S+)", header)
     assert runs, f"{recipe.name}: its header shows no `scratchgpt ... --config` command"
-    for command, path in runs:
-        assert path == f"configs/{recipe.name}", f"{recipe.name} runs {path}"
-        LOADERS[command](recipe)
+    assert f"configs/{recipe.name}" in {path for _, path in runs}, f"{recipe.name} runs {runs}"
+    root = recipe.parents[1]
+    for command, path in runs:  # itself, and any recipe it builds on
+        LOADERS[command](root / path)
 
 
 def test_the_open_model_recipes_train_lora_on_every_projection() -> None:
