@@ -108,6 +108,14 @@ def test_the_run_keeps_its_split_its_style_and_measures_the_test_pairs(
             "rejected_reward"} <= scores.keys()
     samples = (run_dir / "samples.txt").read_text(encoding="utf-8")
     assert samples.count("--- starting model:") == samples.count("--- now:") == 2 * 3
+    # the test prompts answered by the tuned model and the starting one, for a pairwise judge
+    tuned, start = (json.loads((run_dir / name).read_text(encoding="utf-8"))
+                    for name in ("test-responses.json", "start-responses.json"))
+    for entries in (tuned, start):
+        assert [(e["instruction"], e["input"]) for e in entries] == [
+            (p.chosen.instruction, p.chosen.input) for p in splits.test]
+        assert [(e["output"], e["rejected"]) for e in entries] == [p.answers for p in splits.test]
+        assert all(isinstance(e["response"], str) for e in entries)
     assert f">>> {splits.val[0].chosen.instruction}" in samples
 
 

@@ -308,27 +308,39 @@ class InstructJob:
                                lambda directory: save_instruction_splits(splits, directory))
 
 
+def answer_entries(model: GPTModel, tokenizer: Tokenizer, style: PromptFormat,
+                   records: Sequence[Record], *, max_new_tokens: int,
+                   stop_ids: Sequence[int] | None,
+                   show_progress: bool = True) -> list[dict[str, Any]]:
+    """``records`` answered greedily by ``model``: a responses file's entries (instruction,
+    input, output: the reference, response)."""
+    responses = respond(model, tokenizer, style, records, max_new_tokens=max_new_tokens,
+                        stop_ids=stop_ids, show_progress=show_progress)
+    return [{**record_fields(record), "response": response}
+            for record, response in zip(records, responses, strict=True)]
+
+
 def write_test_responses(run_dir: Path, *, max_new_tokens: int,
                          show_progress: bool = True) -> dict[str, float]:
     """Answer every test record of a run with its best checkpoint: ``test-responses.json``
-    (instruction, input, output: the reference, response) and the scores of the answers
-    against the references in ``eval.json``, which are returned."""
+    and the scores of the answers against the references in ``eval.json``, which are
+    returned."""
     model, tokenizer = load_run(run_dir)
     if not isinstance(model, GPTModel):
         raise ValueError(f"{run_dir} is not a language model run")
     style = model_prompt_format(run_dir) or get_prompt_style("alpaca")
     records = load_instruction_splits(run_dir / SPLIT_DIR).test
-    responses = respond(model, tokenizer, style, records, max_new_tokens=max_new_tokens,
-                        stop_ids=model_stop_ids(run_dir, tokenizer), show_progress=show_progress)
-    entries = [{**record_fields(record), "response": response}
-               for record, response in zip(records, responses, strict=True)]
+    entries = answer_entries(model, tokenizer, style, records, max_new_tokens=max_new_tokens,
+                             stop_ids=model_stop_ids(run_dir, tokenizer),
+                             show_progress=show_progress)
     scores = response_scores((entry["output"], entry["response"]) for entry in entries)
-    _write_json(run_dir / TEST_RESPONSES, entries)
-    _write_json(run_dir / EVAL_FILE, scores)
+    write_json(run_dir / TEST_RESPONSES, entries)
+    write_json(run_dir / EVAL_FILE, scores)
     return scores
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as readable JSON, written whole (a crash leaves the old file or the new)."""
     write_whole(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -22,13 +22,14 @@ The steps, each a library call of its own:
    logs the loss, the reward margin, the reward accuracy and both implicit rewards, and
    answers a few validation prompts with the starting model and the current one side by side
    (``samples.txt``),
-6. measure the best checkpoint on the test pairs: ``eval.json``.
+6. measure the best checkpoint on the test pairs (``eval.json``), and answer their prompts with
+   it (``test-responses.json``) and with the starting model (``start-responses.json``), for
+   ``scratchgpt evaluate judge --mode pairwise`` or ``evaluate review`` to set side by side.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,10 +55,13 @@ from scratchgpt.data.prompt_styles import get_prompt_style
 from scratchgpt.finetune.config import DPOConfig
 from scratchgpt.finetune.init_from import PRESET_PREFIX, init_from, resume_from
 from scratchgpt.finetune.instruction import (
+    TEST_RESPONSES,
+    answer_entries,
     assistant_setup,
     choose_prompt_format,
     respond,
     run_prompt_format,
+    write_json,
 )
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.hub.models import (
@@ -74,7 +78,6 @@ from scratchgpt.run_dir import (
     RESOLVED_MODEL,
     SPLIT_DIR,
     load_run,
-    write_whole,
 )
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
@@ -84,6 +87,7 @@ from scratchgpt.training.runner import Setup, log, run_job
 from scratchgpt.training.trainer import Batch, FitResult, resolve_device
 
 EVAL_FILE = "eval.json"
+START_RESPONSES = "start-responses.json"  # the test prompts answered by the starting model
 SAMPLE_PAIRS = 3  # validation prompts answered at every evaluation
 
 
@@ -380,9 +384,13 @@ class DPOJob:
                                lambda directory: save_preference_splits(splits, directory))
 
 
-def write_test_metrics(run_dir: Path, config: DPOConfig) -> dict[str, float]:
+def write_test_metrics(run_dir: Path, config: DPOConfig, *,
+                       show_progress: bool = True) -> dict[str, float]:
     """The loss, reward margin and accuracy and implicit rewards of the run's best checkpoint
-    on every test pair, against the starting model: written to ``eval.json`` and returned."""
+    on every test pair, against the starting model: written to ``eval.json`` and returned.
+    Both models also answer the test prompts: ``test-responses.json`` (the tuned one) and
+    ``start-responses.json``, each entry with the pair's chosen answer as its reference
+    (``output``) and its ``rejected`` one beside it."""
     device = resolve_device(config.train.device)
     policy, tokenizer = load_run(run_dir)
     if not isinstance(policy, GPTModel):
@@ -390,8 +398,8 @@ def write_test_metrics(run_dir: Path, config: DPOConfig) -> dict[str, float]:
     policy = policy.to(device).eval()
     reference = Reference(policy, starting_model(config.model.model, run_dir, config.train.seed))
     style = model_prompt_format(run_dir) or get_prompt_style("alpaca")
-    examples = PreferenceExamples(load_preference_splits(run_dir / SPLIT_DIR).test, tokenizer,
-                                  style, policy.config.context_length)
+    pairs = load_preference_splits(run_dir / SPLIT_DIR).test
+    examples = PreferenceExamples(pairs, tokenizer, style, policy.config.context_length)
     results = []
     with torch.no_grad():
         for indices in torch.arange(len(examples)).split(config.train.batch_size):
@@ -401,18 +409,34 @@ def write_test_metrics(run_dir: Path, config: DPOConfig) -> dict[str, float]:
                                      beta=config.model.beta,
                                      label_smoothing=config.model.label_smoothing))
     scores = {**pair_metrics(results), "count": len(examples), "dropped": examples.dropped}
-    write_whole(run_dir / EVAL_FILE, json.dumps(scores, indent=2) + "\n")
+    write_json(run_dir / EVAL_FILE, scores)
+    records = [pair.chosen for pair in pairs]
+
+    def answers(model: GPTModel) -> list[dict[str, str]]:
+        entries = answer_entries(model, tokenizer, style, records,
+                                 max_new_tokens=config.data.max_new_tokens,
+                                 stop_ids=model_stop_ids(run_dir, tokenizer),
+                                 show_progress=show_progress)
+        return [{**entry, "rejected": pair.answers[1]}
+                for entry, pair in zip(entries, pairs, strict=True)]
+
+    write_json(run_dir / TEST_RESPONSES, answers(policy))
+    with reference.model() as start:
+        write_json(run_dir / START_RESPONSES, answers(start))
     return scores
 
 
 def finetune_dpo(config: DPOConfig, run_dir: Path, *, resume: bool = False,
                  show_progress: bool = True) -> FitResult:
     """DPO-tune (or, with ``resume``, continue) a model in ``run_dir``, then measure the best
-    checkpoint on the test pairs (``eval.json``)."""
+    checkpoint on the test pairs (``eval.json``) and answer their prompts with it and with the
+    starting model (``test-responses.json``, ``start-responses.json``)."""
     result = run_job(DPOJob(config), run_dir, resume=resume, show_progress=show_progress)
     if not result.interrupted and distributed.is_main_process():
-        scores = write_test_metrics(run_dir, config)
+        scores = write_test_metrics(run_dir, config, show_progress=show_progress)
         log(f"test: reward accuracy {scores['reward_accuracy']:.3f}, reward margin "
             f"{scores['reward_margin']:.3f}, loss {scores['loss']:.3f} over "
-            f"{scores['count']:.0f} pairs ({run_dir / EVAL_FILE})")
+            f"{scores['count']:.0f} pairs ({run_dir / EVAL_FILE}); the test prompts answered "
+            f"by the tuned model and the starting one: {run_dir / TEST_RESPONSES}, "
+            f"{run_dir / START_RESPONSES}")
     return result
