@@ -106,15 +106,27 @@ def _evaluate_perplexity(args: argparse.Namespace) -> int:
 
 
 def _evaluate_judge(args: argparse.Namespace) -> int:
-    from scratchgpt.evaluation.judge import JudgeSettings, judge_responses
+    from scratchgpt.evaluation.judge import JudgeSettings, judge_pairwise, judge_responses
 
+    pairwise = args.mode == "pairwise"
+    if pairwise and len(args.responses) != 2:
+        raise ValueError(f"--mode pairwise compares two responses files, got "
+                         f"{len(args.responses)}: give --responses FIRST SECOND (the second's "
+                         "wins, ties and losses against the first are counted)")
+    if not pairwise and len(args.responses) != 1:
+        raise ValueError(f"--mode {args.mode} judges one responses file, got "
+                         f"{len(args.responses)} ({' '.join(args.responses)}): to compare two "
+                         "runs' responses, use --mode pairwise")
     settings = JudgeSettings(
         url=args.judge_url, model=args.judge_model, protocol=args.protocol, mode=args.mode,
         concurrency=args.concurrency, attempts=args.attempts, timeout=args.timeout,
         seed=args.seed, num_ctx=args.num_ctx, max_tokens=args.max_tokens,
         api_key_env=args.api_key_env)
     try:
-        result = judge_responses(args.responses, settings, args.out, progress=not args.json)
+        result = (judge_pairwise(*args.responses, settings, args.out, progress=not args.json)
+                  if pairwise else
+                  judge_responses(args.responses[0], settings, args.out,
+                                  progress=not args.json))
     except KeyboardInterrupt:  # what was judged is saved; the same command resumes
         return 130
     if args.json:
@@ -244,30 +256,41 @@ def _add_mmlu(tasks: argparse._SubParsersAction) -> None:
 
 
 def _add_judge(tasks: argparse._SubParsersAction) -> None:
-    from scratchgpt.evaluation.judge_settings import API_KEY_ENV
+    from scratchgpt.evaluation.judge_settings import API_KEY_ENV, MODES
 
     judge = add_command(
-        tasks, "judge", help="a stronger model scores each response against its reference",
+        tasks, "judge", help="a stronger model scores each response against its reference, "
+                             "or picks the better of two runs' responses",
         description="LLM-as-judge (the book's chapter 7): for each entry of a responses file the "
                     "judge model is asked to score the response against the reference, 0-100 "
                     "(the book's prompt) or 1-5 (--mode rubric), answering with the number "
                     "only. An answer without a number is asked once more; then the entry is "
-                    "counted unscored, never 0. The judge speaks Ollama's API (the book's: "
-                    "llama3 in Ollama) or OpenAI's (a URL with /v1), any OpenAI-compatible "
-                    "server included, `scratchgpt serve` too. Entries are judged in parallel "
-                    "with retries, and saved after each one to RUN/eval/judge-MODEL.json: run "
-                    "the same command again to resume an interrupted run.",
+                    "counted unscored, never 0. --mode pairwise compares two runs' responses "
+                    "to the same prompts (paired by instruction and input, in any order): the "
+                    "judge answers A, B or tie, asked twice with the responses swapped, since "
+                    "judges favour a position; the second file wins a prompt only when both "
+                    "orders prefer it, loses only when both prefer the first, else ties. It "
+                    "reports wins, ties, losses, the win rate (ties count half) with a 95% "
+                    "interval, and how often the two orders agreed. The judge speaks Ollama's "
+                    "API (the book's: llama3 in Ollama) or OpenAI's (a URL with /v1), any "
+                    "OpenAI-compatible server included, `scratchgpt serve` too. Entries are "
+                    "judged in parallel with retries, and saved after each one to "
+                    "RUN/eval/judge-MODEL.json (pairwise: SECOND_RUN/eval/"
+                    "judge-pairwise-MODEL-vs-FIRST.json): run the same command again to resume "
+                    "an interrupted run.",
         examples=["scratchgpt evaluate judge --responses runs/assistant/test-responses.json"
                   "   # llama3 in Ollama",
                   "OPENAI_API_KEY=... scratchgpt evaluate judge --responses "
                   "runs/assistant/test-responses.json --judge-url https://api.openai.com/v1 "
                   "--judge-model gpt-4o-mini --mode rubric",
-                  "scratchgpt evaluate judge --responses runs/a/test-responses.json "
-                  "--judge-url http://127.0.0.1:8000/v1 --judge-model assistant --json"],
+                  "scratchgpt evaluate judge --mode pairwise --responses "
+                  "runs/assistant/test-responses.json runs/dpo/test-responses.json --json"
+                  "   # the DPO run against its start"],
     )
-    judge.add_argument("--responses", required=True, metavar="FILE",
+    judge.add_argument("--responses", required=True, nargs="+", metavar="FILE",
                        help="a responses file: RUN/test-responses.json of `finetune instruct` "
-                            "(or the book's, with model_response)")
+                            "(or the book's, with model_response); with --mode pairwise, two: "
+                            "FIRST SECOND, the second's wins counted against the first")
     judge.add_argument("--judge-url", default="http://localhost:11434", metavar="URL",
                        help="the judge server: Ollama's (default: http://localhost:11434, "
                             "Ollama on this machine, as in the book) or a URL with /v1 "
@@ -277,9 +300,10 @@ def _add_judge(tasks: argparse._SubParsersAction) -> None:
                             "book's; gpt-4o-mini, ...)")
     judge.add_argument("--protocol", choices=["auto", "ollama", "openai"], default="auto",
                        help="the judge's API (default: auto, from the URL)")
-    judge.add_argument("--mode", choices=["score", "rubric"], default="score",
+    judge.add_argument("--mode", choices=MODES, default="score",
                        help="score: 0-100, the book's prompt (default); rubric: 1-5 against a "
-                            "short rubric, which judges answer more steadily")
+                            "short rubric, which judges answer more steadily; pairwise: which "
+                            "of two runs' responses is better, in both orders")
     judge.add_argument("--concurrency", type=int, default=4, metavar="N",
                        help="requests in flight at once (default: 4)")
     judge.add_argument("--attempts", type=int, default=5, metavar="N",
@@ -297,7 +321,8 @@ def _add_judge(tasks: argparse._SubParsersAction) -> None:
                             f"{API_KEY_ENV}, then OPENAI_API_KEY for OpenAI's protocol)")
     judge.add_argument("--out", metavar="FILE.json",
                        help="where to keep the scores (default: eval/judge-MODEL.json beside "
-                            "the responses' run)")
+                            "the responses' run; pairwise: eval/judge-pairwise-MODEL-vs-FIRST"
+                            ".json in the second's)")
     _add_json_flag(judge)
     judge.set_defaults(func=_evaluate_judge, command="evaluate judge")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-SCALES = {"score": (0, 100), "rubric": (1, 5)}
+SCALES = {"score": (0, 100), "rubric": (1, 5)}  # the modes that score one response
+MODES = (*SCALES, "pairwise")  # pairwise: which of two responses is better
 PROTOCOLS = ("auto", "ollama", "openai")
 API_KEY_ENV = "SCRATCHGPT_JUDGE_API_KEY"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
@@ -20,7 +21,7 @@ class JudgeSettings:
     url: str
     model: str
     protocol: str = "auto"  # auto (from the URL), ollama, openai
-    mode: str = "score"  # score (0-100, the book's prompt) or rubric (1-5)
+    mode: str = "score"  # score (0-100, the book's prompt), rubric (1-5) or pairwise (A/B)
     concurrency: int = 4
     attempts: int = 5
     timeout: float = 120.0  # per request (each socket wait)
@@ -36,9 +37,9 @@ class JudgeSettings:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown judge protocol {self.protocol!r}: choose one of "
                              f"{', '.join(PROTOCOLS)}")
-        if self.mode not in SCALES:
-            raise ValueError(f"unknown judge mode {self.mode!r}: choose score (0-100) or "
-                             "rubric (1-5)")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown judge mode {self.mode!r}: choose score (0-100), "
+                             "rubric (1-5) or pairwise (which of two responses is better)")
         if urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"the judge URL must start with http:// or https://, got "
                              f"{self.url!r}")
@@ -52,4 +53,7 @@ class JudgeSettings:
 
     @property
     def scale(self) -> tuple[int, int]:
+        """The lowest and highest score of a score mode (pairwise mode has none)."""
+        if self.mode not in SCALES:
+            raise ValueError(f"judge mode {self.mode!r} gives verdicts, not scores")
         return SCALES[self.mode]
