@@ -124,7 +124,7 @@ def test_a_checkpoint_without_checksums_is_refused(tmp_path: Path, meta: dict) -
     data[-1] ^= 0xFF  # a flipped weight byte, which only a checksum can catch
     weights.write_bytes(bytes(data))
     (path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"meta\.json lists no sha256 for model\.safetensors "
+    with pytest.raises(CheckpointError, match=r"meta\.json lists no sha256 for the weights "
                                               r"and state\.pt, so the checkpoint cannot be "
                                               "verified"):
         load_checkpoint(path)

@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from scratchgpt.config import ModelConfig
 from scratchgpt.model.kv_cache import KVCache
@@ -43,6 +44,17 @@ class GPTModel(nn.Module):
     through the window and rotate by their own base (``rope_local_base``); the global ones by
     ``rope_base``, scaled. ``config.scale_embeddings`` (Gemma) makes ``tok_emb`` a
     :class:`ScaledEmbedding`.
+
+    ``activation_checkpointing`` (off; :func:`set_activation_checkpointing` switches it) trades
+    compute for memory in training. Backward needs what each layer computed in the forward
+    pass (normalised inputs, attention outputs, feed-forward activations, ...), so normally
+    dozens of tensors per block wait in memory until backward reaches that block.
+    Checkpointed, a block keeps only its input and runs its forward again in backward to
+    rebuild the rest: one tensor per block is kept (plus one block's worth while it is being
+    recomputed), for about a third more compute (backward costs about two forwards, and one
+    more forward is added). The loss and the gradients stay the same, dropout included: the
+    recompute replays the random state the first forward used. It acts only in training with
+    gradients on and without a KV cache: generation and evaluation run as always.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -76,6 +88,7 @@ class GPTModel(nn.Module):
         self._init_weights()
         if config.tie_weights:
             self.out_head.weight = self.tok_emb.weight
+        self.activation_checkpointing = False  # not a weight: no state-dict key, not saved
 
     def _init_weights(self) -> None:
         """Starting weights, by ``config.init``.
@@ -142,8 +155,13 @@ class GPTModel(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(num_tokens, offset, positions)
         x = self.drop_emb(x)
+        recompute = (self.activation_checkpointing and self.training and kv_cache is None
+                     and torch.is_grad_enabled())
         for layer_idx, block in enumerate(self.blocks):
-            x = block(x, kv_cache, layer_idx)
+            if recompute:  # keep x alone; backward runs block(x) again for the rest
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, kv_cache, layer_idx)
         if kv_cache is not None:
             kv_cache.advance(num_tokens)
         return self.final_norm(x)
@@ -208,3 +226,20 @@ class GPTModel(nn.Module):
     def size_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Memory the (unique) weights take in ``dtype``: 4 bytes each in float32."""
         return self.num_parameters() * dtype.itemsize
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> None:
+    """Switch :attr:`GPTModel.activation_checkpointing` on (or off) in every GPTModel in
+    ``model`` (itself, or e.g. a classifier's backbone), in place.
+
+    Only an attribute changes: no module is wrapped, so the state-dict keys, checkpoints and
+    weight loading stay as they are. Raises ValueError when ``enabled`` and ``model`` holds no
+    GPTModel (nothing would be recomputed).
+    """
+    models = [module for module in model.modules() if isinstance(module, GPTModel)]
+    if enabled and not models:
+        raise ValueError(f"activation checkpointing needs a GPTModel, and this "
+                         f"{type(model).__name__} has none; train without "
+                         "--activation-checkpointing")
+    for gpt in models:
+        gpt.activation_checkpointing = enabled

@@ -8,6 +8,11 @@ Layout of ``RUN_DIR/checkpoints/``::
         meta.json           step, validation loss, sha256 of the two files above
     best -> a directory like the above, for the lowest validation loss so far
 
+A run sharded with FSDP (:mod:`.sharded_checkpoints`) writes, instead of ``model.safetensors``,
+``model/`` and ``optimizer/``: one safetensors file per process holding its pieces, and where
+each sits in the whole. Loading them for anything but training puts the pieces together
+(:func:`read_shards`), so every loader reads either kind.
+
 A checkpoint is written into a temporary directory, every file fsynced, and only then renamed
 into place; a crash at any moment leaves either the old set or the new one, never half of one.
 ``meta.json`` is written last and lists checksums, so a truncated or altered file is caught on
@@ -36,6 +41,8 @@ from torch import nn
 from scratchgpt.training.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
+MODEL_SHARDS = "model"  # a sharded checkpoint's weights: one safetensors file per process
+OPTIMIZER_SHARDS = "optimizer"  # and its optimizer state
 STATE = "state.pt"
 META = "meta.json"
 BEST = "best"
@@ -88,7 +95,7 @@ class _WriteFailed(Exception):
         self.disk_full = disk_full
 
 
-def _no_space_left(error: BaseException, directory: Path, needed: int) -> bool:
+def no_space_left(error: BaseException, directory: Path, needed: int) -> bool:
     """Whether ``error`` came from a full disk. An ``OSError`` says so (``ENOSPC``); torch.save
     and safetensors report it in their own words, so there the free space decides: less than
     the ``needed`` bytes left, measured before the partial files are removed."""
@@ -115,6 +122,38 @@ def device_of(path: Path) -> str:
     return f"{sources[-1]} (mounted at {mount})" if sources else f"the disk mounted at {mount}"
 
 
+def files_under(directory: Path) -> list[str]:
+    """Every file under ``directory``, as sorted paths relative to it (``model/shard-...``)."""
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*")
+                  if path.is_file())
+
+
+def seal(tmp: Path, target: Path, meta: dict[str, Any]) -> None:
+    """Finish a checkpoint written into ``tmp``: ``meta.json`` with the sha256 of every file,
+    everything fsynced, then ``tmp`` renamed to ``target`` (an older ``target`` replaced only
+    once the new one is whole)."""
+    names = files_under(tmp)
+    meta = {**meta, "sha256": {name: _sha256(tmp / name) for name in names}}
+    (tmp / META).write_text(json.dumps(meta, indent=2))
+    for name in [*names, META]:
+        _fsync(tmp / name)
+    for directory in {(tmp / name).parent for name in names} | {tmp}:
+        _fsync(directory)
+    swap_into_place(tmp, target)
+
+
+def swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the whole directory ``tmp`` to ``target``; an older ``target`` is set aside
+    first and removed only once the new one is in place."""
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():  # only "best" is ever replaced; step directories are new
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    _fsync(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, Any],
                meta: dict[str, Any]) -> None:
     """Write a checkpoint directory atomically: temp dir, fsync, rename. A failure removes the
@@ -130,22 +169,10 @@ def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, 
         writing = target / STATE
         torch.save(state, tmp / STATE)
         writing = target / META
-        meta = {**meta, "sha256": {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}}
-        (tmp / META).write_text(json.dumps(meta, indent=2))
-        for name in (WEIGHTS, STATE, META):
-            _fsync(tmp / name)
-        _fsync(tmp)
-        writing = target
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():  # only "best" is ever replaced; step directories are new
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-        tmp.rename(target)
-        _fsync(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        seal(tmp, target, meta)
     except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: RuntimeError
         needed = sum(t.numel() * t.element_size() for t in weights.values())
-        full = _no_space_left(err, target.parent, needed)  # before the partial files go
+        full = no_space_left(err, target.parent, needed)  # before the partial files go
         shutil.rmtree(tmp, ignore_errors=True)
         raise _WriteFailed(writing, full) from err
     except BaseException:
@@ -153,15 +180,23 @@ def _write_dir(target: Path, weights: dict[str, torch.Tensor], state: dict[str, 
         raise
 
 
-def unique_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with tied tensors stored once (safetensors refuses shared memory)."""
-    seen: set[int] = set()
-    weights = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            weights[name] = tensor
-    return weights
+def tied_names(model: nn.Module) -> set[str]:
+    """The names under which a parameter appears a second time (GPT-2's output head is its
+    token embedding: ``out_head.weight`` is ``tok_emb.weight``)."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            tied.add(name)
+    return tied
+
+
+def unique_weights(model: nn.Module, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state dict (``state``, else ``model.state_dict()``) with tied tensors stored once:
+    safetensors refuses two names for one memory."""
+    tied = tied_names(model)
+    state = model.state_dict() if state is None else state
+    return {name: tensor for name, tensor in state.items() if name not in tied}
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -202,10 +237,12 @@ def save_checkpoint(
     val_loss: float | None,
     keep_last: int,
     is_best: bool,
+    layout: dict[str, int] | None = None,
 ) -> Path:
-    """Save ``step``; keep the newest ``keep_last`` step checkpoints and the best one."""
+    """Save ``step``; keep the newest ``keep_last`` step checkpoints and the best one.
+    ``layout``: the run's ``world_size`` and ``global_batch``, for ``meta.json``."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"step": step, "val_loss": val_loss}
+    meta = {"step": step, "val_loss": val_loss, **(layout or {})}
     target = checkpoint_dir / f"step-{step:08d}"
     try:
         _write_dir(target, weights, state, meta)
@@ -213,20 +250,33 @@ def save_checkpoint(
             _write_dir(checkpoint_dir / BEST, weights, state, meta)
     except _WriteFailed as failed:
         error = failed.__cause__
-        last = resume_checkpoint(checkpoint_dir)
-        good = (f"the last good checkpoint is {last}, intact" if last else
-                "no checkpoint was written before this one")
-        if failed.disk_full:
-            raise CheckpointWriteError(f"no space left on {device_of(failed.path)} writing "
-                                       f"{failed.path}; {good}", disk_full=True) from error
-        raise CheckpointWriteError(f"could not write {failed.path} ({error}); {good}") from error
-    for _, old in step_dirs(checkpoint_dir)[:-keep_last]:
-        shutil.rmtree(old)
+        raise write_error(checkpoint_dir, failed.path, failed.disk_full, error) from error
+    prune(checkpoint_dir, keep_last)
     return target
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify one checkpoint directory."""
+def write_error(checkpoint_dir: Path, path: Path, disk_full: bool,
+                cause: BaseException | None) -> CheckpointWriteError:
+    """The error for a checkpoint that could not be written at ``path`` for ``cause``: what
+    failed, and which checkpoint is the last good one."""
+    last = resume_checkpoint(checkpoint_dir)
+    good = (f"the last good checkpoint is {last}, intact" if last else
+            "no checkpoint was written before this one")
+    if disk_full:
+        return CheckpointWriteError(f"no space left on {device_of(path)} writing {path}; "
+                                    f"{good}", disk_full=True)
+    return CheckpointWriteError(f"could not write {path} ({cause}); {good}")
+
+
+def prune(checkpoint_dir: Path, keep_last: int) -> None:
+    """Remove all but the newest ``keep_last`` step checkpoints (``best`` stays)."""
+    for _, old in step_dirs(checkpoint_dir)[:-keep_last]:
+        shutil.rmtree(old)
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check a checkpoint directory against its ``meta.json`` (every file there, whole and
+    unchanged) and return the meta."""
     meta_path = path / META
     if not meta_path.exists():
         raise CheckpointError(f"{path} is not a complete checkpoint: {META} is missing")
@@ -235,9 +285,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{meta_path} is corrupted: {err}") from None
     checksums = meta.get("sha256") if isinstance(meta, dict) else None
-    if not isinstance(checksums, dict) or not {WEIGHTS, STATE} <= checksums.keys():
+    has_weights = isinstance(checksums, dict) and (
+        WEIGHTS in checksums or any(name.startswith(f"{MODEL_SHARDS}/") for name in checksums))
+    if not has_weights or STATE not in checksums:
         raise CheckpointError(
-            f"{meta_path} lists no sha256 for {WEIGHTS} and {STATE}, so the checkpoint cannot "
+            f"{meta_path} lists no sha256 for the weights and {STATE}, so the checkpoint cannot "
             "be verified; it was not written by scratchgpt's save_checkpoint, or was edited. "
             "Resume from another checkpoint by deleting this directory"
         )
@@ -250,8 +302,37 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
                 f"{file} is corrupted or truncated (its sha256 differs from {META}); "
                 "resume from an earlier checkpoint by deleting this directory"
             )
+    return meta
+
+
+def read_shards(directory: Path, template: dict[str, torch.Tensor] | None = None,
+                **load: Any) -> dict[str, torch.Tensor]:
+    """The tensors that the processes of a sharded save wrote into ``directory`` (each
+    process's pieces in a safetensors file of its own, with where each piece sits in the whole)
+    put together: into ``template``'s tensors, which may be pieces of another sharding (the
+    resharding that lets a run resume on another number of processes), or else into whole
+    tensors on the CPU (``consolidated``). ``load``: options of ``dcp.load``."""
+    from torch.distributed import checkpoint as dcp  # the only users of distributed I/O
+
+    reader = dcp.HuggingFaceStorageReader(str(directory))
+    if template is None:
+        sizes = reader.read_metadata().state_dict_metadata
+        template = {name: torch.empty(meta.size, dtype=meta.properties.dtype)
+                    for name, meta in sizes.items()}
+        load = {"no_dist": True}
+    dcp.load(template, storage_reader=reader, **load)
+    return template
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify one checkpoint directory; a sharded one's weights are consolidated."""
+    meta = verify_checkpoint(path)
     try:
-        weights = load_file(path / WEIGHTS, device=str(map_location))
+        if (path / WEIGHTS).exists():
+            weights = load_file(path / WEIGHTS, device=str(map_location))
+        else:
+            weights = {name: tensor.to(map_location)
+                       for name, tensor in read_shards(path / MODEL_SHARDS).items()}
         state = torch.load(path / STATE, map_location=map_location, weights_only=True)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None

@@ -19,6 +19,7 @@ from scratchgpt.settings import (
 )
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "muon")  # built by scratchgpt.training.optimizers
+STRATEGIES = ("auto", "ddp", "fsdp")  # scratchgpt.training.distributed, .sharding
 DEFAULT_MIN_LR = 1e-4
 DEVICES = Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")
 
@@ -52,6 +53,18 @@ class TrainConfig:
     precision: str = knob("auto", "auto (CPU: fp32; CUDA: bf16, else fp16), fp32, bf16, fp16",
                           OneOf(("auto", "fp32", "bf16", "fp16")))
     compile: bool = knob(False, "torch.compile the model")
+    activation_checkpointing: bool = knob(
+        False, "keep only each transformer block's input and recompute the block's forward in "
+               "backward: far less activation memory (a longer context or a bigger batch "
+               "fits), about a third more compute; the same loss and gradients")
+    strategy: str = knob("auto", "how processes share the work under torchrun: ddp (each holds "
+                         "the whole model, gradients averaged), fsdp (each holds 1/N of the "
+                         "weights, gradients and optimizer state); auto: ddp under torchrun, "
+                         "one process otherwise", OneOf(STRATEGIES))
+    cpu_offload: bool = knob(False, "fsdp: keep each process's share of the weights and the "
+                                    "optimizer state in CPU memory, on the GPU only to compute")
+    backend: str = knob("auto", "how processes talk: nccl (CUDA GPUs), gloo (CPUs); auto: nccl "
+                        "on CUDA, else gloo", OneOf(("auto", "nccl", "gloo")))
     threads: int | None = knob(None, "CPU threads PyTorch computes with (default: PyTorch's "
                                      "own, one per core); 1 on a busy machine, where more "
                                      "threads wait on each other: 2 threads trained 40 "
@@ -63,6 +76,8 @@ class TrainConfig:
             self.min_lr = min(DEFAULT_MIN_LR, self.lr)
         if self.min_lr > self.lr:
             raise SettingError("min_lr", f"must not exceed lr ({self.lr:g}), got {self.min_lr:g}")
+        if self.cpu_offload and self.strategy != "fsdp":
+            raise SettingError("cpu_offload", "offloads FSDP's shards: use it with --strategy fsdp")
 
     def global_batch(self, world_size: int) -> int:
         """Sequences per optimizer step over all processes: batch x accumulation x processes."""

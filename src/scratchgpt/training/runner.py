@@ -23,6 +23,7 @@ test in CI runs each command of ``docs/guide/`` exactly as the guide shows it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from scratchgpt.run_dir import (
 )
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
-from scratchgpt.training.checkpoints import CheckpointWriteError
+from scratchgpt.training.checkpoints import META, CheckpointWriteError, resume_checkpoint
 from scratchgpt.training.config import TrainConfig
 from scratchgpt.training.trainer import FitResult, Task, Trainer, resolve_device
 
@@ -104,6 +105,34 @@ def check_same_model(saved: dict[str, Any], current: dict[str, Any], run_dir: Pa
                          + "; ".join(differ) + ")")
 
 
+def keep_global_batch(train: TrainConfig, run_dir: Path,
+                      process: distributed.ProcessInfo) -> None:
+    """A run resumed on another number of processes keeps its global batch, on which the
+    order of its data depends: the batch per process becomes the global batch over
+    processes x micro-batches, and is said. One that does not divide is an error."""
+    checkpoint = resume_checkpoint(run_dir / CHECKPOINTS)
+    try:
+        meta = json.loads((checkpoint / META).read_text()) if checkpoint else {}
+    except (OSError, json.JSONDecodeError):
+        return  # loading the checkpoint says what is wrong with it
+    saved = meta.get("global_batch")
+    if not isinstance(saved, int) or saved == train.global_batch(process.world_size):
+        return
+    per_process, rest = divmod(saved, process.world_size * train.grad_accum_steps)
+    if rest or not per_process:
+        fits = [n for n in range(1, saved + 1) if saved % (n * train.grad_accum_steps) == 0]
+        raise ValueError(
+            f"{checkpoint} trained with a global batch of {saved} sequences, which "
+            f"{process.world_size} process(es) x {train.grad_accum_steps} micro-batch(es) do "
+            f"not divide: resume on {', '.join(map(str, fits))} process(es), or with another "
+            "--grad-accum-steps")
+    if process.is_main:
+        log(f"resuming on {process.world_size} process(es), {meta.get('world_size', 1)} "
+            f"before: --batch-size {per_process} per process keeps the run's global batch of "
+            f"{saved}")
+    train.batch_size = per_process
+
+
 def run_job(job: Job, run_dir: Path, *, resume: bool = False,
             show_progress: bool = True) -> FitResult:
     """Run (or, with ``resume``, continue) ``job`` in ``run_dir``; see the module docstring."""
@@ -111,8 +140,11 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
     check_run_dir(run_dir, job.command, resume)
     if job.train.threads is not None:
         torch.set_num_threads(job.train.threads)
-    process = distributed.init_distributed(device.type)
+    process = distributed.init_distributed(device.type, strategy=job.train.strategy,
+                                           backend=job.train.backend)
     try:
+        if resume:
+            keep_global_batch(job.train, run_dir, process)
         setup = job.setup(process, run_dir if resume else None)
         cap = step_cap()
         if cap is not None and job.train.max_steps > cap:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.std import tqdm
 
+from scratchgpt.model.gpt import set_activation_checkpointing
 from scratchgpt.progress import progress_bar
 from scratchgpt.training import distributed
 from scratchgpt.training.checkpoints import (
@@ -33,9 +34,12 @@ from scratchgpt.training.checkpoints import (
     unique_weights,
 )
 from scratchgpt.training.config import TrainConfig
+from scratchgpt.training.errors import CheckpointError
 from scratchgpt.training.optimizers import build_optimizer
 from scratchgpt.training.records import RunRecords
 from scratchgpt.training.schedule import lr_at
+from scratchgpt.training.sharded_checkpoints import is_sharded, load_sharded, save_sharded
+from scratchgpt.training.sharding import check_shardable, set_gradient_sync, shard_model
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -169,10 +173,15 @@ class Trainer:
         if self.process.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.process.local_rank)
         self.precision = resolve_precision(config.precision, self.device)
+        self.strategy = distributed.resolve_strategy(config.strategy, self.process.world_size)
         self.model = model.to(self.device)  # the plain module: checkpoints, eval, sampling
+        set_activation_checkpointing(self.model, config.activation_checkpointing)
         self.train_model: nn.Module = self.model
-        if self.process.distributed:
+        if self.strategy == "ddp":
             self.train_model = DistributedDataParallel(self.model)
+        elif self.strategy == "fsdp":  # sharded in place: self.model is what trains
+            check_shardable(config, self.precision)
+            shard_model(self.model, precision=self.precision, cpu_offload=config.cpu_offload)
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(
@@ -211,15 +220,24 @@ class Trainer:
         return value > self.best if self.task.higher_is_better else value < self.best
 
     def save(self, metrics: dict[str, float] | None) -> None:
-        """Checkpoint this step; after an evaluation, ``metrics`` say whether it is the best."""
+        """Checkpoint this step; after an evaluation, ``metrics`` say whether it is the best
+        (under FSDP every process has them, and writes its pieces)."""
         is_best = metrics is not None and self._improves(metrics[self.task.best_metric])
         if is_best:
             self.best = metrics[self.task.best_metric]
-        if self.process.is_main:
+        val_loss = metrics["val_loss"] if metrics else None
+        layout = {"world_size": self.process.world_size,  # what a resume must keep
+                  "global_batch": self.config.global_batch(self.process.world_size)}
+        if self.strategy == "fsdp":
+            state = {key: value for key, value in self._state().items() if key != "optimizer"}
+            save_sharded(self.checkpoint_dir, step=self.step, model=self.model,
+                         optimizers=self.optimizer.optimizers, state=state, val_loss=val_loss,
+                         keep_last=self.config.keep_last, is_best=is_best, layout=layout)
+        elif self.process.is_main:
             save_checkpoint(
                 self.checkpoint_dir, step=self.step, weights=unique_weights(self.model),
-                state=self._state(), val_loss=metrics["val_loss"] if metrics else None,
-                keep_last=self.config.keep_last, is_best=is_best,
+                state=self._state(), val_loss=val_loss, keep_last=self.config.keep_last,
+                is_best=is_best, layout=layout,
             )
 
     def resume_latest(self) -> Path | None:
@@ -236,10 +254,16 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from the checkpoint directory ``path`` exactly where it stopped."""
-        checkpoint = load_checkpoint(path)
-        load_weights(self.model, checkpoint.weights, path)
-        state = checkpoint.state
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.strategy == "fsdp":
+            state = load_sharded(path, self.model, self.optimizer.optimizers)
+        else:
+            if is_sharded(path):
+                raise CheckpointError(f"{path} was saved by a sharded run: resume it with "
+                                      "--strategy fsdp")
+            checkpoint = load_checkpoint(path)
+            load_weights(self.model, checkpoint.weights, path)
+            state = checkpoint.state
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.stream.load_state_dict(state["data"])
         torch.set_rng_state(state["rng_cpu"])
@@ -267,9 +291,7 @@ class Trainer:
         for micro in range(accum):
             batch = tuple(t.to(self.device, non_blocking=True) for t in next(self.stream))
             last = micro == accum - 1
-            sync = nullcontext() if last or not self.process.distributed else \
-                self.train_model.no_sync()
-            with sync:
+            with self._gradient_sync(last):
                 with autocast(self.device, self.precision):
                     loss = self.task.loss(self.train_model, batch) / accum
                 self.scaler.scale(loss).backward()
@@ -286,16 +308,30 @@ class Trainer:
         self.step += 1
         return total
 
+    def _gradient_sync(self, sync: bool) -> AbstractContextManager[Any]:
+        """Whether this micro-batch's backward averages the gradients across processes: only
+        the last of an accumulated step needs to (the others add into the local gradients)."""
+        if self.strategy == "ddp" and not sync:
+            return self.train_model.no_sync()
+        if self.strategy == "fsdp":
+            set_gradient_sync(self.model, sync)
+        return nullcontext()
+
     def _evaluate(self) -> dict[str, float] | None:
-        """Evaluate and sample on rank 0; returns the metrics there (None on other ranks)."""
-        if not self.process.is_main:
+        """Evaluate and sample on rank 0 (under FSDP on every rank, as every forward pass
+        needs them all); returns the metrics there (None on ranks that do not evaluate)."""
+        if not (self.process.is_main or self.strategy == "fsdp"):
             return None
         self.model.eval()
         with torch.no_grad(), autocast(self.device, self.precision):
             metrics = self.task.evaluate(self.model)
             sample = self.task.sample(self.model)
+        if self.strategy == "fsdp":  # the root keeps its weights whole after a forward pass
+            self.model.reshard()  # type: ignore[operator]
         self.model.train()
         self.last_metrics = metrics
+        if not self.process.is_main:
+            return metrics
         self.records.log({"step": self.step, "tokens": self.tokens, **metrics, "lr": self._lr()})
         if sample is not None:
             self.records.sample(self.step, sample)
@@ -312,16 +348,14 @@ class Trainer:
 
     def _stop_requested(self, flag: list[bool]) -> bool:
         """Ctrl-C on any rank stops every rank at the same step."""
-        if not self.process.distributed:
-            return flag[0]
-        stop = torch.tensor(float(flag[0]), device=self.device)
-        return bool(distributed.mean_across_ranks(stop, self.process) > 0)
+        return distributed.any_rank(flag[0], self.process, self.device)
 
     def fit(self) -> FitResult:
         """Train until ``max_steps`` or Ctrl-C; returns where it stopped."""
         config = self.config
         self.model.train()
-        if self.step == 0 and self.process.is_main and not self.records.metrics:
+        fresh = self.process.is_main and self.step == 0 and not self.records.metrics
+        if distributed.any_rank(fresh, self.process, self.device):
             self._evaluate()  # the loss before training: about ln(vocab_size)
         bar = progress_bar(total=config.max_steps, initial=self.step, unit="step",
                            disable=not self.show_progress, dynamic_ncols=True)
