@@ -30,9 +30,10 @@ FINETUNE_FILE = "eval.json"  # a fine-tuning's own test metrics, beside its conf
 HEADLINES: dict[str, tuple[str, ...]] = {
     "mmlu": ("accuracy", "macro"),
     "perplexity": ("perplexity",),
-    "judge": ("mean", "ci95", "scored"),
+    "judge": ("mean", "ci95", "scored", "win_rate"),  # win_rate: --mode pairwise
     "classify": ("accuracy", "f1.macro"),
-    "finetune": ("rouge_l_f1", "exact_match", "accuracy", "f1.macro"),
+    "finetune": ("rouge_l_f1", "exact_match", "accuracy", "f1.macro", "reward_accuracy",
+                 "reward_margin"),
 }
 LOWER_IS_BETTER = {"perplexity"}
 
