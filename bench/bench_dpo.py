@@ -59,19 +59,16 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import string
-import subprocess
 import sys
 import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
-from bench_lora import _rss_bytes, synchronize, tensor_bytes
 from bench_model import twin_models
 from datasets import Dataset, disable_progress_bars
+from memory import PeakMemory, peak_kind, report, run_child, tensor_bytes
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -234,27 +231,18 @@ def build(variant: str, args: argparse.Namespace, output_dir: str) -> dict[str, 
 
 
 def measure_memory(variant: str, args: argparse.Namespace) -> None:
-    """Child process: build one side, run two steps, print its memory as JSON."""
-    device = torch.device(args.device)
-    after_imports = _rss_bytes("VmRSS") if device.type == "cpu" else 0
+    """Child process: build one side, run two steps, report its memory."""
+    memory = PeakMemory(torch.device(args.device))
     with tempfile.TemporaryDirectory() as output_dir:
         side = build(variant, args, output_dir)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
+        memory.reset()
         for _ in range(2):
             side["step"]()
-        synchronize(device)
-        peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-                else _rss_bytes("VmHWM") - after_imports)
-        print(json.dumps({"tensors": held_bytes(side), "peak": peak}))
+        report({"tensors": held_bytes(side), "peak": memory.peak()})
 
 
 def child_memory(variant: str, argv: list[str]) -> dict[str, int]:
-    out = subprocess.run([sys.executable, __file__, *argv, "--child", variant], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(__file__, [*argv, "--child", variant])[0]
 
 
 def main() -> None:
@@ -313,10 +301,8 @@ def main() -> None:
           f"{first['trl']:.6f}, |diff| {abs(first['ours'] - first['trl']):.2e}")
     print(f"loss check, after one step each: ours {moved['ours']:.6f}, TRL {moved['trl']:.6f}, "
           f"|diff| {abs(moved['ours'] - moved['trl']):.2e}")
-    peak_kind = ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
-                 "peak RSS (VmHWM) above the RSS after the imports")
     if memory:
-        print(f"memory: fresh process per side, two steps; peak = {peak_kind}")
+        print(f"memory: fresh process per side, two steps; peak = {peak_kind(device)}")
     print()
     mib = 2**20
     print("| DPO step | policy weights | step (ms) | policy + grads + AdamW + reference (MiB) "

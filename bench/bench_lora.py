@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import subprocess
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from memory import PeakMemory, peak_kind, report, run_child, tensor_bytes
 from torch import nn
 
 # peft asks transformers 5 a question by its deprecated name; not ours to fix.
@@ -63,11 +61,6 @@ PEFT_TARGETS = ["c_attn", "c_proj", "c_fc"]  # c_proj: attn.c_proj and mlp.c_pro
 # Llama 3, Qwen3, Gemma 3: the same projections, q/k/v and gate/up apart (ours: parts of one).
 PEFT_OPEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                      "down_proj"]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def shape(args: argparse.Namespace) -> object:
@@ -130,58 +123,28 @@ def trainer(model: nn.Module, forward: Callable, args: argparse.Namespace
     return step, optimizer
 
 
-def tensor_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the weights, gradients and optimizer state; a storage shared by several
-    tensors (tied embeddings) counts once."""
-    seen: dict[int, int] = {}
-    tensors = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None)]
-    tensors += [v for state in optimizer.state.values() for v in state.values()
-                if isinstance(v, torch.Tensor)]
-    for t in tensors:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
-
-
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _rss_bytes(field: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure_memory(variant: str, args: argparse.Namespace) -> None:
-    """Child process: build one variant, run two steps, print its memory as JSON."""
+    """Child process: build one variant, run two steps, report its memory."""
     import bench_model  # noqa: F401  (the imports build() makes, before the baseline)
     import peft  # noqa: F401
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    device = torch.device(args.device)
-    after_imports = _rss_bytes("VmRSS") if device.type == "cpu" else 0
+    memory = PeakMemory(torch.device(args.device))
     model, forward = build(variant, args)
     step, optimizer = trainer(model, forward, args)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
+    memory.reset()
     for _ in range(2):
         step()
-    synchronize(device)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else _rss_bytes("VmHWM") - after_imports)
-    print(json.dumps({"tensors": tensor_bytes(model, optimizer), "peak": peak}))
+    report({"tensors": tensor_bytes(model, optimizer), "peak": memory.peak()})
 
 
 def child_memory(variant: str, argv: list[str]) -> dict[str, int]:
-    out = subprocess.run([sys.executable, __file__, *argv, "--child", variant], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(__file__, [*argv, "--child", variant])[0]
 
 
 def main() -> None:
@@ -241,10 +204,8 @@ def main() -> None:
           f"{args.alpha:g}; median of {args.repeats} after {args.warmup} warm-up step(s)")
     losses = ", ".join(f"{v} {loss:.4f}" for v, loss in first_loss.items())
     print(f"first-step losses (same weights, adapters start at zero): {losses}")
-    peak_kind = ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
-                 "peak RSS (VmHWM) above the RSS after the imports")
     if memory:
-        print(f"memory: fresh process per variant, two steps; peak = {peak_kind}")
+        print(f"memory: fresh process per variant, two steps; peak = {peak_kind(device)}")
     print()
     mib = 2**20
     print("| variant | trainable weights | step (ms) | weights + grads + AdamW (MiB) "
