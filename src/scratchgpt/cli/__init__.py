@@ -813,5 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (ValueError, OSError, KeyError, CheckpointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"scratchgpt {args.command}: error: {message}", file=sys.stderr)
+        # one write: under torchrun several processes share stderr, and print() writes the
+        # message and its newline apart, which interleaves their lines
+        sys.stderr.write(f"scratchgpt {args.command}: error: {message}\n")
         return 2

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,7 +321,9 @@ def read_shards(directory: Path, template: dict[str, torch.Tensor] | None = None
         template = {name: torch.empty(meta.size, dtype=meta.properties.dtype)
                     for name, meta in sizes.items()}
         load = {"no_dist": True}
-    dcp.load(template, storage_reader=reader, **load)
+    with warnings.catch_warnings():  # that it reads without a process group: we mean it to
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(template, storage_reader=reader, **load)
     return template
 
 

@@ -4,8 +4,9 @@ A job (``scratchgpt pretrain``, ``scratchgpt finetune classify``, ...) knows how
 model, its task and its tokenizer from its settings; :func:`run_job` does the rest, the same
 for all of them:
 
-1. check the device and the run directory before anything is built (on ``--resume``, that
-   it holds a run of this command), and use the CPU threads ``--threads`` asks for,
+1. check the device, the run directory (on ``--resume``, that it holds a run of this
+   command) and, under FSDP, that the settings shard, before anything is built, and use the
+   CPU threads ``--threads`` asks for,
 2. start the processes of a ``torchrun`` launch (or just this one),
 3. let the job build everything (on ``--resume``, from what the run directory holds), and
    check a resumed run's model is the one it trained,
@@ -46,7 +47,8 @@ from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.training import distributed
 from scratchgpt.training.checkpoints import META, CheckpointWriteError, resume_checkpoint
 from scratchgpt.training.config import TrainConfig
-from scratchgpt.training.trainer import FitResult, Task, Trainer, resolve_device
+from scratchgpt.training.sharding import check_shardable
+from scratchgpt.training.trainer import FitResult, Task, Trainer, resolve_device, resolve_precision
 
 
 @dataclass
@@ -115,8 +117,9 @@ def keep_global_batch(train: TrainConfig, run_dir: Path,
         meta = json.loads((checkpoint / META).read_text()) if checkpoint else {}
     except (OSError, json.JSONDecodeError):
         return  # loading the checkpoint says what is wrong with it
-    saved = meta.get("global_batch")
-    if not isinstance(saved, int) or saved == train.global_batch(process.world_size):
+    saved, before = meta.get("global_batch"), meta.get("world_size", 1)
+    if not isinstance(saved, int) or (saved == train.global_batch(process.world_size)
+                                      and before == process.world_size):
         return
     per_process, rest = divmod(saved, process.world_size * train.grad_accum_steps)
     if rest or not per_process:
@@ -127,7 +130,7 @@ def keep_global_batch(train: TrainConfig, run_dir: Path,
             f"not divide: resume on {', '.join(map(str, fits))} process(es), or with another "
             "--grad-accum-steps")
     if process.is_main:
-        log(f"resuming on {process.world_size} process(es), {meta.get('world_size', 1)} "
+        log(f"resuming on {process.world_size} process(es), {before} "
             f"before: --batch-size {per_process} per process keeps the run's global batch of "
             f"{saved}")
     train.batch_size = per_process
@@ -138,6 +141,8 @@ def run_job(job: Job, run_dir: Path, *, resume: bool = False,
     """Run (or, with ``resume``, continue) ``job`` in ``run_dir``; see the module docstring."""
     device = resolve_device(job.train.device)
     check_run_dir(run_dir, job.command, resume)
+    if job.train.strategy == "fsdp":  # said before any process joins or reads the data
+        check_shardable(job.train, resolve_precision(job.train.precision, device))
     if job.train.threads is not None:
         torch.set_num_threads(job.train.threads)
     process = distributed.init_distributed(device.type, strategy=job.train.strategy,

@@ -25,20 +25,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
 from torch import nn
-from torch.distributed import checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 
 from scratchgpt.training.checkpoints import (
     BEST,
@@ -56,17 +48,29 @@ from scratchgpt.training.checkpoints import (
 )
 from scratchgpt.training.errors import CheckpointError
 
-FLAT = StateDictOptions(flatten_optimizer_state_dict=True)  # "state.<param>.exp_avg": ...
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
+# torch.distributed.checkpoint takes most of a second to import (it brings DTensor's
+# operators), so it is imported where a sharded run saves or loads, not by every run.
 
 Optimizers = list[torch.optim.Optimizer]
+
+
+def _flat() -> StateDictOptions:
+    """Options that name optimizer state by parameter: ``state.<param>.exp_avg``, ..."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 def _optimizer_parts(model: nn.Module, optimizers: Optimizers) -> tuple[dict[str, Any],
                                                                         dict[str, Any]]:
     """The optimizer state by parameter name, split: the tensors (the moments: sharded like
     their weights) and the rest (step counts as numbers, learning rates, betas)."""
-    flat = get_optimizer_state_dict(model, optimizers, options=FLAT)
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    flat = get_optimizer_state_dict(model, optimizers, options=_flat())
     tensors = {key: value for key, value in flat.items() if isinstance(value, torch.Tensor)}
     return tensors, {key: value for key, value in flat.items() if key not in tensors}
 
@@ -85,6 +89,9 @@ def save_sharded(checkpoint_dir: Path, *, step: int, model: nn.Module,
     """Save ``step`` from every process (each must call it); keep the newest ``keep_last``
     step checkpoints and the best one. ``state``: what rank 0 keeps in ``state.pt``;
     ``layout``: the run's ``world_size`` and ``global_batch``, for ``meta.json``."""
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
     rank = dist.get_rank()
     target = checkpoint_dir / f"step-{step:08d}"
     tmp = target.with_name(f".{target.name}.tmp")
@@ -135,6 +142,13 @@ def load_sharded(path: Path, model: nn.Module,
                  optimizers: Optimizers) -> dict[str, Any]:
     """Load a sharded checkpoint into the sharded ``model`` and its ``optimizers`` (on every
     process, each reading the bytes of its own pieces) and return the rest of its state."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
     if not is_sharded(path):
         raise CheckpointError(f"{path} was saved by an unsharded run (one process or DDP): "
                               "resume it with the strategy it was trained with")
@@ -145,5 +159,5 @@ def load_sharded(path: Path, model: nn.Module,
     moments, _ = _optimizer_parts(model, optimizers)
     moments = read_shards(path / OPTIMIZER_SHARDS, moments)
     set_optimizer_state_dict(model, optimizers, {**state.pop("optimizer"), **moments},
-                             options=FLAT)
+                             options=_flat())
     return state

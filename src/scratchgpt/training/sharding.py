@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
 from scratchgpt.model.layers import TransformerBlock
 from scratchgpt.training.config import TrainConfig
@@ -50,13 +49,17 @@ def shard_model(model: nn.Module, *, precision: str, cpu_offload: bool) -> nn.Mo
     ``fp16`` gathers the weights in that type for compute and reduces gradients in fp32 (the
     weights kept, and the optimizer's state, stay fp32); ``cpu_offload`` keeps each process's
     pieces and their optimizer state in CPU memory, moved to the GPU only to compute."""
+    # imported here: FSDP brings DTensor, most of a second that an unsharded run need not wait
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
     blocks = [module for module in model.modules() if isinstance(module, TransformerBlock)]
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no transformer blocks to shard")
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     options = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)}
-    if cpu_offload:
-        options["offload_policy"] = CPUOffloadPolicy()
+    if cpu_offload:  # pinned (page-locked) memory speeds the copies to a GPU; none on a CPU
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=on_gpu)
     for block in blocks:
         fully_shard(block, **options)
     fully_shard(model, **options)

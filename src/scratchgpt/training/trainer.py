@@ -178,7 +178,8 @@ class Trainer:
         set_activation_checkpointing(self.model, config.activation_checkpointing)
         self.train_model: nn.Module = self.model
         if self.strategy == "ddp":
-            self.train_model = DistributedDataParallel(self.model)
+            # the gradients live in DDP's all-reduce buckets, not in a copy beside them
+            self.train_model = DistributedDataParallel(self.model, gradient_as_bucket_view=True)
         elif self.strategy == "fsdp":  # sharded in place: self.model is what trains
             check_shardable(config, self.precision)
             shard_model(self.model, precision=self.precision, cpu_offload=config.cpu_offload)
