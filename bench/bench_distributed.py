@@ -37,15 +37,16 @@ the bytes per weight each strategy keeps per process, fp32 and AdamW (:func:`pre
   count, 4 B per tensor); FSDP at N processes: the same over N, each weight's rows split in N
   equal pieces (the last padded);
 - **activations**: counted per token from the block's layers (:func:`saved_activations`);
-- **peak**: the state and the activations, plus what comes and goes within a step. DDP: its
-  gradient buckets (the all-reduce works on flat copies of the gradients: 4 B per weight
-  more). FSDP: the units it gathers whole, the root (embeddings, final norm, head: gathered
-  for the whole forward and backward) with its gradient and the reduce-scatter's copy of it,
-  and two blocks (the one computing, the next prefetched) with their gradients. Both: the
-  gradient of the logits and, with tied embeddings, the embedding's gradient before it is
-  added to the head's. All at once, which overstates (the activations are gone before the
-  last gradients come), and tensors only. Every process also builds the whole model (4 B per
-  weight) before it is wrapped: the peak is at least that.
+- **peak**: the state and the activations, plus what comes and goes within a step. DDP:
+  nothing more for its all-reduce (our Trainer passes ``gradient_as_bucket_view``: the
+  gradients live in DDP's flat buckets, not in copies beside them). FSDP: the units it
+  gathers whole, the root (embeddings, final norm, head: gathered for the whole forward and
+  backward) with its gradient and the reduce-scatter's copy of it, and two blocks (the one
+  computing, the next prefetched) with their gradients. Both: the gradient of the logits
+  and, with tied embeddings, the embedding's gradient before it is added to the head's. All
+  at once, which overstates (the activations are gone before the last gradients come), and
+  tensors only. Every process also builds the whole model (4 B per weight) before it is
+  wrapped: the peak is at least that.
 
 The predictions are printed beside the measurements at the measured shape (the check), then
 for every preset: which of them each strategy trains within ``--budget-gib`` (12) per process,
@@ -157,7 +158,7 @@ class Footprint:
     gradients: int
     optimizer: int
     activations: int  # kept for backward
-    passing: int  # within a step: DDP's buckets or FSDP's gathered units; the logits' gradient
+    passing: int  # within a step: FSDP's gathered units; the logits' gradient
     build: int  # the whole model, built before it is wrapped
 
     @property
@@ -167,7 +168,7 @@ class Footprint:
     @property
     def peak(self) -> int:
         """An upper bound: everything at once (the activations are gone by the time the
-        last gradients arrive, and the buckets or gathered units come and go)."""
+        last gradients arrive, and the gathered units come and go)."""
         return max(self.build, self.state + self.activations + self.passing)
 
 
@@ -178,11 +179,10 @@ def predict(strategy: str, weights: Weights, config: ModelConfig, tokens: int,
     # FSDP splits each weight's rows in equal pieces (the last padded): process 0's is fullest.
     local = sum(math.ceil(s[0] / pieces) * math.prod(s[1:]) for s in weights.shapes)
     steps = FP32 * len(weights.shapes)  # AdamW's step count: a number per weight tensor
-    if strategy == "ddp":  # the buckets: flat copies of the gradients, for the all-reduce
-        passing = FP32 * weights.count
-    else:  # the root, gathered for the whole step: weights, gradient, reduce-scatter's copy;
-        # two blocks (computing, prefetched), weights and gradients
-        passing = FP32 * (3 * weights.root + 4 * weights.block)
+    # DDP: the gradients are views into its all-reduce buckets, no copy. FSDP: the root,
+    # gathered for the whole step (weights, gradient, the reduce-scatter's copy), and two
+    # blocks (computing, prefetched) with their gradients.
+    passing = 0 if strategy == "ddp" else FP32 * (3 * weights.root + 4 * weights.block)
     if config.tie_weights:  # the embedding's gradient, until it is added to the head's
         passing += FP32 * config.vocab_size * config.emb_dim
     passing += 2 * FP32 * tokens * config.vocab_size  # the log-softmax's and logits' gradients
