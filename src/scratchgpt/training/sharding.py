@@ -43,23 +43,30 @@ def check_shardable(config: TrainConfig, precision: str) -> None:
                          "--strategy fsdp each process holds pieces: use adamw with fsdp")
 
 
-def shard_model(model: nn.Module, *, precision: str, cpu_offload: bool) -> nn.Module:
-    """Shard ``model`` in place across the processes of the default group: each
-    :class:`TransformerBlock` a unit of its own, then the root. ``precision`` ``bf16`` or
-    ``fp16`` gathers the weights in that type for compute and reduces gradients in fp32 (the
-    weights kept, and the optimizer's state, stay fp32); ``cpu_offload`` keeps each process's
-    pieces and their optimizer state in CPU memory, moved to the GPU only to compute."""
+def shard_model(model: nn.Module, *, device: torch.device, precision: str,
+                cpu_offload: bool) -> nn.Module:
+    """Shard ``model`` in place across the processes of the default group, onto ``device``:
+    each :class:`TransformerBlock` a unit of its own, then the root. A unit still on the CPU
+    moves to ``device`` as it is cut, so the whole model never has to fit there.
+    ``precision`` ``bf16`` or ``fp16`` gathers the weights in that type for compute and
+    reduces gradients in fp32 (the weights kept, and the optimizer's state, stay fp32);
+    ``cpu_offload`` keeps each process's pieces and their optimizer state in CPU memory,
+    moved to the GPU only to compute."""
     # imported here: FSDP brings DTensor, most of a second that an unsharded run need not wait
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     blocks = [module for module in model.modules() if isinstance(module, TransformerBlock)]
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no transformer blocks to shard")
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    options = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)}
+    # the processes, on our device (FSDP's own default would be CUDA wherever there is one)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    options = {"mesh": mesh,
+               "mp_policy": MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)}
     if cpu_offload:  # pinned (page-locked) memory speeds the copies to a GPU; none on a CPU
-        on_gpu = next(model.parameters()).device.type == "cuda"
-        options["offload_policy"] = CPUOffloadPolicy(pin_memory=on_gpu)
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     for block in blocks:
         fully_shard(block, **options)
     fully_shard(model, **options)

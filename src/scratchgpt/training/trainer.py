@@ -174,15 +174,18 @@ class Trainer:
             self.device = torch.device("cuda", self.process.local_rank)
         self.precision = resolve_precision(config.precision, self.device)
         self.strategy = distributed.resolve_strategy(config.strategy, self.process.world_size)
-        self.model = model.to(self.device)  # the plain module: checkpoints, eval, sampling
-        set_activation_checkpointing(self.model, config.activation_checkpointing)
+        set_activation_checkpointing(model, config.activation_checkpointing)
+        if self.strategy == "fsdp":  # sharded in place, each block sent to the device as it is
+            # cut: the whole model is never on one GPU. self.model is what trains.
+            check_shardable(config, self.precision)
+            self.model = shard_model(model, device=self.device, precision=self.precision,
+                                     cpu_offload=config.cpu_offload)
+        else:
+            self.model = model.to(self.device)  # the plain module: checkpoints, eval, sampling
         self.train_model: nn.Module = self.model
         if self.strategy == "ddp":
             # the gradients live in DDP's all-reduce buckets, not in a copy beside them
             self.train_model = DistributedDataParallel(self.model, gradient_as_bucket_view=True)
-        elif self.strategy == "fsdp":  # sharded in place: self.model is what trains
-            check_shardable(config, self.precision)
-            shard_model(self.model, precision=self.precision, cpu_offload=config.cpu_offload)
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(
