@@ -1,4 +1,4 @@
-"""``scratchgpt evaluate judge --mode pairwise`` (:func:`.judge.judge_pairwise`).
+"""``scratchgpt evaluate judge --mode pairwise`` (:func:`.pairwise.judge_pairwise`).
 
 Two runs' responses to the same prompts, compared by a judge asked in both orders: against
 test_judge.py's scripted judge on 127.0.0.1 (its replies keyed by the ``answer-N`` in the
@@ -18,13 +18,11 @@ import test_judge
 from test_judge import ENTRIES, Reply, fast
 
 from scratchgpt.evaluation.confidence import mean_ci95
-from scratchgpt.evaluation.judge import (
+from scratchgpt.evaluation.judge import JudgeError, JudgeSettings, judge_responses
+from scratchgpt.evaluation.pairwise import (
     PAIRWISE_REASK,
-    JudgeError,
-    JudgeSettings,
     combine_verdicts,
     judge_pairwise,
-    judge_responses,
     pair_entries,
     pairwise_prompt,
     parse_verdict,

@@ -106,7 +106,8 @@ def _evaluate_perplexity(args: argparse.Namespace) -> int:
 
 
 def _evaluate_judge(args: argparse.Namespace) -> int:
-    from scratchgpt.evaluation.judge import JudgeSettings, judge_pairwise, judge_responses
+    from scratchgpt.evaluation.judge import JudgeSettings, judge_responses
+    from scratchgpt.evaluation.pairwise import judge_pairwise
 
     pairwise = args.mode == "pairwise"
     if pairwise and len(args.responses) != 2:

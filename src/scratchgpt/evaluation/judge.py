@@ -1,10 +1,9 @@
 """A stronger model as judge: each response scored against its reference (chapter 7 of the
-book), or two runs' responses compared.
+book), and the machinery every judge run shares.
 
 ``scratchgpt evaluate judge`` reads a run's ``test-responses.json`` (``instruction``, ``input``,
 ``output``: the reference, ``response``: the model's answer; the book's ``model_response`` is
-read too) and asks a judge model, for each entry, for a score, or, in ``pairwise`` mode, which
-of two runs' responses is better (below):
+read too) and asks a judge model, for each entry, for a score:
 
 * ``score`` mode, the book's prompt word for word: "Given the input `{format_input(entry)}` and
   correct output `{output}`, score the model response `{response}` on a scale from 0 to 100,
@@ -22,23 +21,9 @@ never a silent 0 and never dropped. The mean, median and 95% confidence interval
 the scored entries. (An empty response is put to the judge like any other; the book's code
 gave it 0 without asking.)
 
-**Pairwise mode** (:func:`judge_pairwise`, MT-Bench's and AlpacaEval's way) compares two
-responses files, say an instruction-tuned run's and the DPO run made from it: the *second*
-file's responses against the *first*'s. Their entries are paired by ``(instruction, input)``,
-in any order; files that do not hold the same prompts are refused. For each pair the judge
-sees the task, the reference (the first file's ``output``, when there is one) and the two
-responses as "Response A" and "Response B", and answers "A", "B" or "tie". Judges favour a
-position (often the first shown), so each pair is asked **twice, in both orders** (the first
-file's response as A, then the second's as A), and the verdict must survive the swap: the
-second file **wins** an entry only when the judge prefers its response in both orders,
-**loses** it when the judge prefers the other in both, and otherwise it is a **tie**. The share
-of judged entries whose two orders agree is the **position consistency**: near 1, the judge
-judges the responses; low, it mostly picks a position. The **win rate** is
-``(wins + ties / 2) / judged``, the mean of per-entry points 1, ½ and 0, with the same t
-interval over those points (clipped to [0, 1]). An answer gives a verdict when it is "A", "B"
-or "tie" alone, starts with one, or names exactly one of them (:func:`parse_verdict`); one
-without gets one re-ask, "Answer with A, B or tie only.", and an order still without one
-leaves its entry **unjudged** (kept, with the answers, and counted, as unscored entries are).
+**Pairwise mode**, two runs' responses compared by asking the judge in both orders, is
+:mod:`scratchgpt.evaluation.pairwise`; it runs on the machinery here: the two protocols, the
+client with its retries, the parallel run, the record and resuming.
 
 **The 95% confidence interval** is Student's t interval for the mean of the scored entries,
 ``mean ± t(0.975, n-1) · s / √n`` (``s`` the sample standard deviation; see
@@ -74,17 +59,6 @@ only for the entries not yet scored or unscored (failed ones are tried again). R
 that the file was made by the same judge model and mode from the same responses (their
 sha256), and refuses otherwise. A histogram of the scores is printed in the summary and drawn
 beside the file (``.png``).
-
-A pairwise record (``SECOND_RUN/eval/judge-pairwise-<judge-model>-vs-<first>.json`` by
-default, ``<first>`` the first file's run directory, or its name when both files share one) is
-kept and resumed the same way, from the sha256 of both files. It holds ``judged``, ``total``,
-``wins``, ``ties``, ``losses`` (the second file's), ``win_rate``, ``win_rate_ci95``,
-``position_consistency``, ``unjudged``, ``failed``, ``pending``, ``complete``, the judge's
-settings, ``responses`` (the two files, first and second), and per entry its ``index`` (in the
-first file) and ``second_index``, ``instruction``, ``verdict`` (win, tie or loss; null unless
-judged), ``orders`` (the judge's verdict in each order: A, B, tie or null), ``status``
-(``judged``, ``unjudged``, ``failed`` or ``pending``), the raw ``answers`` of each order and a
-failure's ``error``.
 """
 
 from __future__ import annotations
@@ -106,7 +80,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from scratchgpt.evaluation.confidence import mean_ci95
@@ -114,11 +88,7 @@ from scratchgpt.evaluation.judge_settings import OPENAI_KEY_ENV, SCALES, JudgeSe
 from scratchgpt.evaluation.responses import load_responses
 
 REASK = "Answer with the integer number only."
-PAIRWISE_REASK = "Answer with A, B or tie only."
 PENDING, SCORED, UNSCORED, FAILED = "pending", "scored", "unscored", "failed"
-JUDGED, UNJUDGED = "judged", "unjudged"  # pairwise: a verdict from both orders, or not
-WIN, TIE, LOSS = "win", "tie", "loss"  # pairwise: the second responses against the first
-POINTS = {WIN: 1.0, TIE: 0.5, LOSS: 0.0}  # the win rate is their mean
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}  # and any other 5xx
 FATAL_STATUS = {401: "the judge refused the API key", 403: "the judge refused the request",
                 404: "the judge has no such model or route"}
@@ -165,22 +135,6 @@ def judge_prompt(entry: dict[str, Any], mode: str = "score") -> str:
                      "rubric (1-5) (pairwise_prompt asks about two)")
 
 
-def pairwise_prompt(entry: dict[str, Any], response_a: str, response_b: str) -> str:
-    """What the judge is asked about two responses to one entry (``instruction``, ``input``,
-    and ``output``, the reference, left out when empty), shown as Response A and Response B."""
-    reference = f"Correct output:\n{entry['output']}\n\n" if entry.get("output") else ""
-    return ("Compare two responses to a task and say which is better.\n\n"
-            f"Task:\n{format_input(entry)}\n\n"
-            f"{reference}"
-            f"Response A:\n{response_a}\n\n"
-            f"Response B:\n{response_b}\n\n"
-            "Which response completes the task better (more correct, more complete"
-            + (", closer to the correct output" if reference else "")
-            + ")? Judge what the responses say, not their length or the order they are "
-            "shown in.\n"
-            "Respond with A, B or tie only.")
-
-
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w)")
 
 
@@ -195,38 +149,6 @@ def parse_score(answer: str, low: int, high: int) -> int | None:
         if low <= value <= high:
             return value
     return None
-
-
-_VERDICT_ALONE = re.compile(r"\W*(a|b|tie)\W*", re.IGNORECASE)  # "B", "[[A]]", "Tie."
-_VERDICT_FIRST = re.compile(r"\W*(A|B|(?i:tie))(?![ \t]*\w)")  # "A. It is more complete"
-_VERDICT_WORD = re.compile(r"(?<!\w)(A|B|(?i:tie))(?!\w)")  # "Response B is better"
-
-
-def parse_verdict(answer: str) -> str | None:
-    """The judge's verdict in ``answer``: ``"A"``, ``"B"``, ``"tie"``, or None. It counts when
-    the answer is a verdict alone (any case: ``b``, ``[[A]]``, ``Tie.``), starts with one
-    (``A. It is more complete``), or names exactly one (``Response B is better``: capital A and
-    B as words, tie in any case); an answer naming two (``A tie``, ``B, not A``) is ambiguous."""
-    lead = _VERDICT_ALONE.fullmatch(answer) or _VERDICT_FIRST.match(answer)
-    named = {lead.group(1)} if lead else {m.group(1) for m in _VERDICT_WORD.finditer(answer)}
-    verdicts = {"tie" if word.lower() == "tie" else word.upper() for word in named}
-    return verdicts.pop() if len(verdicts) == 1 else None
-
-
-def second_verdict(order: int, verdict: str) -> str:
-    """What the judge's verdict (A, B or tie) in ``order`` says of the second responses: order
-    0 shows the first file's response as A, order 1 the second's."""
-    if verdict == "tie":
-        return TIE
-    return WIN if verdict == ("B" if order == 0 else "A") else LOSS
-
-
-def combine_verdicts(first_order: str, second_order: str) -> str:
-    """An entry's verdict for the second responses from the judge's in both orders: a win or
-    a loss only when both orders say so, else a tie (a verdict that flips with the order is
-    the position talking, not the responses)."""
-    verdicts = second_verdict(0, first_order), second_verdict(1, second_order)
-    return verdicts[0] if verdicts[0] == verdicts[1] else TIE
 
 
 def score_bins(low: int, high: int) -> list[tuple[int, int]]:
@@ -308,42 +230,24 @@ class JudgedEntry:
         return self.status in (SCORED, UNSCORED)
 
 
-@dataclass
-class PairedEntry:
-    """One prompt judged pairwise: its ``index`` in the first file and ``second_index`` in the
-    second; the judge's verdict in each order (``orders``: A, B, tie, or None for no verdict;
-    the first file's response shown as A, then the second's) with each order's raw
-    ``answers``; and the entry's ``verdict`` for the second responses (win, tie or loss; None
-    unless judged)."""
+class EntryLike(Protocol):
+    """What a judge run needs of an entry (a dataclass: :class:`JudgedEntry`, or pairwise's
+    ``PairedEntry``): where it is, how it went, and whether it is done."""
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # _resume replaces its fields
     index: int
-    instruction: str
-    second_index: int
-    verdict: str | None = None
-    orders: list[str | None] = field(default_factory=list)
-    status: str = PENDING
-    answers: list[list[str]] = field(default_factory=list)
-    error: str | None = None
+    status: str
+    error: str | None
 
     @property
-    def done(self) -> bool:
-        """Judged for good: judged or unjudged (failed and pending ones are asked again)."""
-        return self.status in (JUDGED, UNJUDGED)
-
-    @property
-    def consistent(self) -> bool:
-        """Both orders gave the same verdict (the judge was not swayed by the position)."""
-        if len(self.orders) != 2 or None in self.orders:
-            return False
-        first, second = self.orders
-        return second_verdict(0, first) == second_verdict(1, second)
+    def done(self) -> bool: ...
 
 
-Entry = TypeVar("Entry", JudgedEntry, PairedEntry)
+Entry = TypeVar("Entry", bound=EntryLike)
 
 
 @dataclass
-class _Judging(Generic[Entry]):
+class Judging(Generic[Entry]):
     """What every judge run holds: its entries, the fingerprint of the responses (``data``) and
     where its record goes (``path``, in the run directory of ``responses_path``)."""
 
@@ -403,7 +307,7 @@ class _Judging(Generic[Entry]):
 
 
 @dataclass
-class JudgeResult(_Judging[JudgedEntry]):
+class JudgeResult(Judging[JudgedEntry]):
     """A judge run of a score mode: every entry, and where its record and histogram went."""
 
     png: Path | None = None
@@ -458,119 +362,6 @@ class JudgeResult(_Judging[JudgedEntry]):
         return "\n".join(lines)
 
 
-@dataclass(kw_only=True)
-class PairwiseResult(_Judging[PairedEntry]):
-    """A pairwise judge run: the second responses (``responses_path``, whose run directory
-    keeps the record) against the first (``first_path``), entry by entry."""
-
-    first_path: Path
-
-    def tally(self) -> dict[str, int]:
-        return {"wins": self.verdicts(WIN), "ties": self.verdicts(TIE),
-                "losses": self.verdicts(LOSS), "unjudged": self.count(UNJUDGED),
-                "failed": self.count(FAILED)}
-
-    def verdicts(self, verdict: str) -> int:
-        """How many judged entries the second responses won, tied or lost."""
-        return sum(e.status == JUDGED and e.verdict == verdict for e in self.entries)
-
-    @property
-    def points(self) -> list[float]:
-        """Each judged entry's points for the second responses: 1 a win, ½ a tie, 0 a loss."""
-        return [POINTS[e.verdict] for e in self.entries if e.status == JUDGED and e.verdict]
-
-    def win_rate_ci95(self) -> tuple[float, float] | None:
-        """The t interval of the win rate (the mean of :attr:`points`), clipped to [0, 1]."""
-        ci = mean_ci95(self.points)
-        return (max(0.0, ci[0]), min(1.0, ci[1])) if ci else None
-
-    @property
-    def position_consistency(self) -> float | None:
-        """The share of judged entries whose verdict did not change with the order."""
-        judged = [e for e in self.entries if e.status == JUDGED]
-        return sum(e.consistent for e in judged) / len(judged) if judged else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result's fields (the record's, without the keys the record adds itself):
-        ``judged``, ``total``, the second responses' ``wins``, ``ties``, ``losses`` and
-        ``win_rate`` with its interval, the ``position_consistency``, the counts, the judge's
-        settings, both responses files (first, second) and every entry."""
-        points, ci = self.points, self.win_rate_ci95()
-        return {
-            "judged": len(points), "total": len(self.entries),
-            "wins": self.verdicts(WIN), "ties": self.verdicts(TIE),
-            "losses": self.verdicts(LOSS),
-            "win_rate": statistics.fmean(points) if points else None,
-            "win_rate_ci95": list(ci) if ci else None,
-            "ci_method": "student-t",
-            "position_consistency": self.position_consistency,
-            "unjudged": self.count(UNJUDGED), "failed": self.count(FAILED),
-            "pending": self.count(PENDING), "complete": self.complete,
-            "judge": self.judge_settings(),
-            "responses": [str(self.first_path), str(self.responses_path)],
-            "entries": [asdict(entry) for entry in self.entries],
-        }
-
-    def summary(self) -> str:
-        """What a person reads: the counts, wins, ties and losses, the win rate with its
-        interval, the position consistency, the file."""
-        settings, points = self.settings, self.points
-        lines = [f"judge {settings.model} ({self.endpoint.protocol}, pairwise, both orders): "
-                 f"{self.responses_path} against {self.first_path}",
-                 self._counts_line(JUDGED, UNJUDGED)]
-        if points:
-            ci = self.win_rate_ci95()
-            interval = (f", 95% CI {ci[0]:.1%} to {ci[1]:.1%} (t interval)" if ci
-                        else ", no interval from one entry")
-            consistent = sum(e.consistent for e in self.entries if e.status == JUDGED)
-            lines += [f"the second: wins {self.verdicts(WIN)}, ties {self.verdicts(TIE)}, "
-                      f"losses {self.verdicts(LOSS)}; win rate "
-                      f"{statistics.fmean(points):.1%} (ties count half){interval}",
-                      f"position consistency {consistent / len(points):.1%}: the same verdict "
-                      f"in both orders for {consistent} of {len(points)}"]
-        lines += self._failures()
-        lines.append(f"written: {self.path}")
-        return "\n".join(lines)
-
-
-# --- Reading the responses ----------------------------------------------------------------------
-
-
-def _shown(entry: dict[str, str]) -> str:
-    """An entry's prompt, short enough for an error message."""
-    text = entry["instruction"] if len(entry["instruction"]) <= 80 else (
-        entry["instruction"][:77] + "...")
-    return f"instruction {text!r}" + (f" with input {entry['input'][:40]!r}"
-                                      if entry["input"] else "")
-
-
-def pair_entries(first: Sequence[dict[str, str]], second: Sequence[dict[str, str]],
-                 first_path: Path, second_path: Path) -> list[int]:
-    """For each entry of ``first``, the index of the entry of ``second`` with the same
-    ``(instruction, input)``, in whatever order the files hold them (a prompt that appears k
-    times pairs in order of appearance); files that do not hold the same prompts are refused,
-    naming both and a prompt that only one of them has."""
-    waiting: dict[tuple[str, str], list[int]] = {}
-    for j, entry in enumerate(second):
-        waiting.setdefault((entry["instruction"], entry["input"]), []).append(j)
-    why = (f"{first_path} ({len(first)} entries) and {second_path} ({len(second)} entries) do "
-           "not hold the same prompts, so their responses cannot be compared: ")
-    advice = ("; pairwise mode compares two runs' responses to the same test prompts (each "
-              "run's test-responses.json from the same data)")
-    pairs = []
-    for i, entry in enumerate(first):
-        matches = waiting.get((entry["instruction"], entry["input"]))
-        if not matches:
-            raise JudgeError(f"{why}entry {i} of {first_path} ({_shown(entry)}) is not in "
-                             f"{second_path}{advice}")
-        pairs.append(matches.pop(0))
-    left = sorted(j for matches in waiting.values() for j in matches)
-    if left:
-        raise JudgeError(f"{why}entry {left[0]} of {second_path} ({_shown(second[left[0]])}) "
-                         f"is not in {first_path}{advice}")
-    return pairs
-
-
 # --- Talking to the judge -----------------------------------------------------------------------
 
 
@@ -580,7 +371,7 @@ class _Retryable(Exception):
         self.wait = wait  # what Retry-After asked, if it did
 
 
-class _Failed(Exception):
+class Failed(Exception):
     """The entry cannot be judged (after its attempts, or a refusal not worth repeating)."""
 
 
@@ -650,7 +441,7 @@ class JudgeClient:
                     from None
             if err.code in FATAL_STATUS:
                 raise _Fatal(f"{FATAL_STATUS[err.code]}: {message}") from None
-            raise _Failed(message) from None
+            raise Failed(message) from None
         except urllib.error.URLError as err:
             reason = err.reason
             if isinstance(reason, TimeoutError):
@@ -665,11 +456,11 @@ class JudgeClient:
         try:
             return json.loads(body)
         except json.JSONDecodeError:
-            raise _Failed(f"the answer from {url} is not JSON: "
-                          f"{body[:120].decode('utf-8', errors='replace')!r}") from None
+            raise Failed(f"the answer from {url} is not JSON: "
+                         f"{body[:120].decode('utf-8', errors='replace')!r}") from None
 
     def call(self, url: str, payload: dict[str, Any] | None = None) -> Any:
-        """:meth:`_once`, retried with back-off; :class:`_Failed` after the last attempt."""
+        """:meth:`_once`, retried with back-off; :class:`Failed` after the last attempt."""
         settings = self.settings
         for attempt in range(1, settings.attempts + 1):
             if self.stop.is_set():
@@ -678,7 +469,7 @@ class JudgeClient:
                 return self._once(url, payload)
             except _Retryable as err:
                 if attempt == settings.attempts:
-                    raise _Failed(f"{err} (after {attempt} attempts)") from None
+                    raise Failed(f"{err} (after {attempt} attempts)") from None
                 wait = err.wait if err.wait is not None else (
                     settings.backoff * 2 ** (attempt - 1) * random.uniform(1.0, 1.1))
                 if self.stop.wait(min(wait, settings.max_wait)):
@@ -706,8 +497,8 @@ class JudgeClient:
             content = (answer["message"]["content"] if self.endpoint.protocol == "ollama"
                        else answer["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError):
-            raise _Failed(f"unexpected answer from {self.endpoint.chat_url}: "
-                          f"{json.dumps(answer)[:200]}") from None
+            raise Failed(f"unexpected answer from {self.endpoint.chat_url}: "
+                         f"{json.dumps(answer)[:200]}") from None
         return content if isinstance(content, str) else ""
 
     def check(self) -> None:
@@ -716,7 +507,7 @@ class JudgeClient:
         settings, endpoint = self.settings, self.endpoint
         try:
             answer = self.call(endpoint.models_url)
-        except _Failed as err:
+        except Failed as err:
             raise JudgeError(f"the judge at {settings.url} is not answering: {err}. "
                              + ("Is Ollama running (`ollama serve`)?"
                                 if endpoint.protocol == "ollama" else "Is the server up?")
@@ -742,7 +533,7 @@ class JudgeClient:
                                  f"; get it with `ollama pull {settings.model}`")
 
 
-def _ask(client: JudgeClient, prompt: str, parse: Callable[[str], Any], reask: str,
+def ask(client: JudgeClient, prompt: str, parse: Callable[[str], Any], reask: str,
          answers: list[str]) -> Any:
     """Ask the judge ``prompt`` and ``parse`` its answer; an answer ``parse`` finds nothing in
     (None) is asked once more in the same conversation (``reask``). Each raw answer is added to
@@ -765,52 +556,22 @@ def judge_entry(client: JudgeClient, entry: dict[str, str], index: int) -> Judge
     low, high = settings.scale
     judged = JudgedEntry(index, entry["instruction"])
     try:
-        judged.score = _ask(client, judge_prompt(entry, settings.mode),
-                            lambda answer: parse_score(answer, low, high), REASK, judged.answers)
+        judged.score = ask(client, judge_prompt(entry, settings.mode),
+                           lambda answer: parse_score(answer, low, high), REASK, judged.answers)
         judged.status = SCORED if judged.score is not None else UNSCORED
-    except _Failed as err:
+    except Failed as err:
         judged.status, judged.score, judged.error = FAILED, None, str(err)
     return judged
-
-
-def judge_pair(client: JudgeClient, first: dict[str, str], second: dict[str, str], index: int,
-               second_index: int) -> PairedEntry:
-    """Ask the judge about two responses to one prompt (the task and reference: ``first``'s) in
-    both orders, the first's response as A, then the second's; one re-ask for an answer
-    without a verdict. A verdict for the second: :func:`combine_verdicts`."""
-    paired = PairedEntry(index, first["instruction"], second_index)
-    try:
-        for shown in ((first["response"], second["response"]),
-                      (second["response"], first["response"])):
-            paired.answers.append([])
-            paired.orders.append(_ask(client, pairwise_prompt(first, *shown), parse_verdict,
-                                      PAIRWISE_REASK, paired.answers[-1]))
-    except _Failed as err:
-        paired.status, paired.error = FAILED, str(err)
-        return paired
-    order_a, order_b = paired.orders
-    if order_a is None or order_b is None:
-        paired.status = UNJUDGED
-    else:
-        paired.status, paired.verdict = JUDGED, combine_verdicts(order_a, order_b)
-    return paired
 
 
 # --- The run ------------------------------------------------------------------------------------
 
 
-def default_out(responses_path: Path, judge_model: str, first: Path | None = None) -> Path:
-    """``eval/judge-<judge model>.json`` beside the responses (in their run directory); with
-    ``first`` (pairwise mode: ``responses_path`` is the second file),
-    ``eval/judge-pairwise-<judge model>-vs-<first>.json``, ``<first>`` the first file's run
-    directory, or its file name (no suffix) when both files share one."""
+def default_out(responses_path: Path, judge_model: str) -> Path:
+    """``eval/judge-<judge model>.json`` beside the responses (in their run directory)."""
     from scratchgpt.evaluation.records import EVAL_DIR, record_name
 
     name = record_name("judge", judge_model)
-    if first is not None:
-        other = first.stem if first.parent.resolve() == responses_path.parent.resolve() else (
-            first.resolve().parent.name)
-        name = record_name("judge-pairwise", f"{judge_model}-vs-{other}")
     return responses_path.parent / EVAL_DIR / f"{name}.json"
 
 
@@ -826,8 +587,8 @@ def _resume(out: Path, settings: JudgeSettings, sha256: str,
     if not isinstance(record, dict) or record.get("evaluation") != "judge":
         raise JudgeError(f"cannot resume from {out}: it is not a judge record; delete it or "
                          "pass another --out")
-    judge = record.get("judge") or {}
-    was = {"judge model": judge.get("model"), "mode": judge.get("mode"),
+    previous = record.get("judge") or {}
+    was = {"judge model": previous.get("model"), "mode": previous.get("mode"),
            "responses sha256": (record.get("data") or {}).get("sha256")}
     now = {"judge model": settings.model, "mode": settings.mode, "responses sha256": sha256}
     differ = [f"{k} {was[k]!r} (now {now[k]!r})" for k in now if was[k] != now[k]]
@@ -843,7 +604,8 @@ def _resume(out: Path, settings: JudgeSettings, sha256: str,
     return judged
 
 
-def _output_path(out_path: str | Path | None, default: Path) -> Path:
+def output_path(out_path: str | Path | None, default: Path) -> Path:
+    """Where a judge run keeps its record: ``out_path``, else ``default``; a .json file."""
     out = Path(out_path) if out_path is not None else default
     if out.suffix != ".json":
         raise JudgeError(f"the judge's output must be a .json file, got {out}")
@@ -864,12 +626,12 @@ def judge_responses(responses_path: str | Path, settings: JudgeSettings,
                          "judge_pairwise")
     responses_path = Path(responses_path)
     entries = load_responses(responses_path)
-    out = _output_path(out_path, default_out(responses_path, settings.model))
+    out = output_path(out_path, default_out(responses_path, settings.model))
     result = JudgeResult(settings, resolve_endpoint(settings.url, settings.protocol),
                          responses_path, [JudgedEntry(i, e["instruction"])
                                           for i, e in enumerate(entries)],
                          out, data_fingerprint(responses_path), command)
-    _judge(result, lambda client, i: judge_entry(client, entries[i], i), progress)
+    judge(result, lambda client, i: judge_entry(client, entries[i], i), progress)
     if plot:
         result.png = out.with_suffix(".png")
         _plot(result)
@@ -877,36 +639,10 @@ def judge_responses(responses_path: str | Path, settings: JudgeSettings,
     return result
 
 
-def judge_pairwise(first_path: str | Path, second_path: str | Path, settings: JudgeSettings,
-                   out_path: str | Path | None = None, *, progress: bool = True,
-                   command: str | None = None) -> PairwiseResult:
-    """Judge the responses of ``second_path`` against those of ``first_path``, prompt by prompt
-    and in both orders (see the module docstring; ``settings.mode`` must be ``pairwise``),
-    resuming from ``out_path`` (default :func:`default_out`, in the second file's run
-    directory) if an earlier run left it. On Ctrl-C the judged entries are saved and
-    ``KeyboardInterrupt`` goes on up."""
-    from scratchgpt.evaluation.records import data_fingerprint
-
-    if settings.mode != "pairwise":
-        raise JudgeError(f"judge_pairwise needs the pairwise mode, not {settings.mode!r}")
-    first_path, second_path = Path(first_path), Path(second_path)
-    first, second = load_responses(first_path), load_responses(second_path)
-    pairs = pair_entries(first, second, first_path, second_path)
-    out = _output_path(out_path, default_out(second_path, settings.model, first_path))
-    result = PairwiseResult(settings, resolve_endpoint(settings.url, settings.protocol),
-                            second_path, [PairedEntry(i, e["instruction"], pairs[i])
-                                          for i, e in enumerate(first)],
-                            out, data_fingerprint([first_path, second_path]), command,
-                            first_path=first_path)
-    _judge(result, lambda client, i: judge_pair(client, first[i], second[pairs[i]], i,
-                                                pairs[i]), progress)
-    return result
-
-
-def _judge(result: _Judging[Entry], ask: Callable[[JudgeClient, int], Entry],
-           progress: bool) -> None:
-    """Take what an earlier run left in ``result.path``, then ``ask`` the judge about every
-    entry not judged for good yet (on :func:`_run`'s threads), and save the record."""
+def judge(result: Judging[Entry], judge_one: Callable[[JudgeClient, int], Entry],
+          progress: bool) -> None:
+    """Take what an earlier run left in ``result.path``, then ask the judge about every entry
+    not judged for good yet (``judge_one``, on :func:`_run`'s threads), and save the record."""
 
     def say(message: str) -> None:
         if progress:
@@ -924,15 +660,15 @@ def _judge(result: _Judging[Entry], ask: Callable[[JudgeClient, int], Entry],
         stop = threading.Event()
         client = JudgeClient(result.settings, result.endpoint, stop)
         client.check()
-        _run(client, ask, todo, result, stop, progress, say)
+        _run(client, judge_one, todo, result, stop, progress, say)
     result.save()
 
 
-def _run(client: JudgeClient, ask: Callable[[JudgeClient, int], Entry], todo: list[int],
-         result: _Judging[Entry], stop: threading.Event, progress: bool,
+def _run(client: JudgeClient, judge_one: Callable[[JudgeClient, int], Entry], todo: list[int],
+         result: Judging[Entry], stop: threading.Event, progress: bool,
          say: Callable[[str], None]) -> None:
-    """``ask`` about the ``todo`` entries on daemon threads (an interrupted run does not wait
-    for a hung request), recording each as it comes and saving every ``save_every``."""
+    """Judge the ``todo`` entries (``judge_one``) on daemon threads (an interrupted run does
+    not wait for a hung request), recording each as it comes and saving every ``save_every``."""
     from scratchgpt.progress import progress_bar
 
     tasks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -947,7 +683,7 @@ def _run(client: JudgeClient, ask: Callable[[JudgeClient, int], Entry], todo: li
             except queue.Empty:
                 return
             try:
-                done.put(ask(client, index))
+                done.put(judge_one(client, index))
             except _Stopped:
                 return
             except BaseException as err:  # _Fatal, or a bug: the main thread raises it
