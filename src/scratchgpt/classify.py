@@ -26,6 +26,7 @@ from scratchgpt.data.labelled import SkippedEmail, email_text
 from scratchgpt.data.text_batches import Truncate, encode_text, pad_batch
 from scratchgpt.evaluation.classification import threshold_predictions
 from scratchgpt.model import GPTClassifier
+from scratchgpt.model.device import compute_device
 from scratchgpt.run_dir import CONFIG_FILE, HEAD, load_run, model_tables
 from scratchgpt.tokenizers import Tokenizer
 
@@ -123,7 +124,7 @@ class Classifier:
             if not text.strip():
                 raise ValueError(f"text {index} (counting from 0) is empty: a classifier needs "
                                  "some text to label")
-        device = next(self.model.parameters()).device
+        device = compute_device(self.model)
         ids = [encode_text(self.tokenizer, text, self.max_length, self.truncate) for text in texts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         result = np.zeros((len(ids), len(self.labels)), dtype=np.float64)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from scratchgpt.model import GPTModel, KVCache
+from scratchgpt.model.device import compute_device
 
 if TYPE_CHECKING:
     from scratchgpt.tokenizers.base import Tokenizer
@@ -128,7 +129,7 @@ def _generator(model: GPTModel, seed: int | None) -> torch.Generator | None:
     """A private random generator seeded with ``seed`` (None: use the global RNG)."""
     if seed is None:
         return None
-    return torch.Generator(model.tok_emb.weight.device).manual_seed(seed)
+    return torch.Generator(compute_device(model)).manual_seed(seed)
 
 
 @torch.inference_mode()
@@ -143,7 +144,7 @@ def last_logits(
     and where its next token goes. Inference mode is entered per call, never held across a
     ``yield``: the caller's own code between two tokens runs with autograd as usual.
     """
-    device = model.tok_emb.weight.device
+    device = compute_device(model)
     longest = max(len(row) for row in rows)
     idx = torch.tensor([[0] * (longest - len(row)) + list(row) for row in rows], device=device)
     mask = None  # all rows as long: nothing to mask, the unpadded fast path

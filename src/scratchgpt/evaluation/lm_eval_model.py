@@ -42,6 +42,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from scratchgpt.evaluation.mmlu import encode, score_continuations
 from scratchgpt.generation import generate_batch_text
 from scratchgpt.model import GPTModel
+from scratchgpt.model.device import compute_device
 from scratchgpt.tokenizers.base import Tokenizer
 
 DEFAULT_BATCH_SIZE = 8
@@ -119,7 +120,7 @@ class ScratchGPTLM(TemplateLM):
 
     @property
     def device(self) -> Any:
-        return self.model.tok_emb.weight.device
+        return compute_device(self.model)
 
     @property
     def tokenizer_name(self) -> str:

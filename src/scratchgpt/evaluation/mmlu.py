@@ -54,6 +54,7 @@ from typing import Any
 import torch
 
 from scratchgpt.model import GPTModel
+from scratchgpt.model.device import compute_device
 from scratchgpt.progress import progress_bar
 from scratchgpt.tokenizers.base import Tokenizer
 
@@ -381,7 +382,7 @@ def score_continuations(
         windows.setdefault(tuple(whole[-(context_length + 1):-1]), []).append(i)
     order = sorted(windows, key=len, reverse=True)
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-    device = model.tok_emb.weight.device
+    device = compute_device(model)
     was_training = model.training
     model.eval()
     own_bar = bar is None

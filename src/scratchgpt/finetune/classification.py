@@ -38,6 +38,7 @@ from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
 from scratchgpt.finetune.init_from import init_from, resume_from
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier
+from scratchgpt.model.device import compute_device
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import HEAD, RESOLVED_MODEL, SPLIT_DIR
 from scratchgpt.training import distributed
@@ -82,7 +83,7 @@ class ClassificationTask:
         return F.cross_entropy(model(inputs, lengths).float(), labels, weight=weight)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
+        device = compute_device(model)
         metrics = {}
         for name, data in self.data.items():
             loss, correct, count = 0.0, 0, 0

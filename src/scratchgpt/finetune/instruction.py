@@ -60,6 +60,7 @@ from scratchgpt.generation import generate_batch_text
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.hub.models import model_prompt_format, model_stop_ids, model_template_dir
 from scratchgpt.model import GPTModel
+from scratchgpt.model.device import compute_device
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.progress import progress_bar
 from scratchgpt.run_dir import (
@@ -183,7 +184,7 @@ class InstructionTask:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """The mean loss per trained token (not per batch: examples differ in length)."""
-        device = next(model.parameters()).device
+        device = compute_device(model)
         metrics = {}
         for name, examples in self.data.items():
             total, count = 0.0, 0

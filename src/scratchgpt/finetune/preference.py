@@ -71,6 +71,7 @@ from scratchgpt.hub.models import (
     model_template_dir,
 )
 from scratchgpt.model import GPTModel
+from scratchgpt.model.device import compute_device
 from scratchgpt.model.lora import adapters_off
 from scratchgpt.model.trainable import set_trainable
 from scratchgpt.run_dir import (
@@ -131,7 +132,7 @@ class Reference:
     def model(self) -> Iterator[GPTModel]:
         """The reference, on the policy's device, for the ``with`` block."""
         if self.frozen is not None:
-            yield self.frozen.to(next(self.policy.parameters()).device)
+            yield self.frozen.to(compute_device(self.policy))
             return
         was_training = self.policy.training
         self.policy.eval()
@@ -170,7 +171,7 @@ class ReferencedPairs:
         return len(self.examples)
 
     def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        device = next(self.reference.policy.parameters()).device
+        device = compute_device(self.reference.policy)
         chosen, rejected = torch.empty(len(self)), torch.empty(len(self))
         for indices in torch.arange(len(self)).split(self.batch_size):
             inputs, targets = (t.to(device) for t in self.examples.batch(indices))
@@ -263,7 +264,7 @@ class DPOTask:
         return self._loss(policy, reference).loss
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
+        device = compute_device(model)
         metrics: dict[str, float] = {}
         for name, examples in self.data.items():
             results = []

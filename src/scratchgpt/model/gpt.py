@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from scratchgpt.config import ModelConfig
+from scratchgpt.model.device import compute_device
 from scratchgpt.model.kv_cache import KVCache
 from scratchgpt.model.layers import ScaledEmbedding, TransformerBlock
 from scratchgpt.model.linear import Linear
@@ -200,7 +201,7 @@ class GPTModel(nn.Module):
         on for that device (keys and values are then computed in it), else the model's.
         """
         weight = self.tok_emb.weight
-        device = torch.device(device) if device is not None else weight.device
+        device = torch.device(device) if device is not None else compute_device(self)
         if dtype is None:
             autocast = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype

@@ -80,6 +80,7 @@ from scratchgpt.generation import (
     stop_prefix_length,
 )
 from scratchgpt.model import GPTModel, KVCache
+from scratchgpt.model.device import compute_device
 
 if TYPE_CHECKING:
     from scratchgpt.tokenizers.base import Tokenizer
@@ -504,7 +505,7 @@ class Engine:
 
     def _new_row(self, stream: Stream) -> _Row:
         """A newcomer's row: its own generator, seeded, and its text rules."""
-        generator = torch.Generator(self.model.tok_emb.weight.device)
+        generator = torch.Generator(compute_device(self.model))
         if stream.request.seed is None:
             generator.seed()  # a random seed of its own
         else:

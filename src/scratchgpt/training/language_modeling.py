@@ -12,6 +12,7 @@ from torch import nn
 from scratchgpt.data.batches import ShuffledBatches, evaluation_batches
 from scratchgpt.data.windows import TokenWindows
 from scratchgpt.generation import generate_text
+from scratchgpt.model.device import compute_device
 from scratchgpt.tokenizers.base import Tokenizer
 from scratchgpt.training.trainer import Batch
 
@@ -75,7 +76,7 @@ class LanguageModelingTask:
         return next_token_loss(model, batch)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
+        device = compute_device(model)
         metrics = {}
         for split, windows in (("train", self.train_windows), ("val", self.val_windows)):
             total, count = 0.0, 0

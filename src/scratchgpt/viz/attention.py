@@ -44,6 +44,7 @@ import torch
 
 from scratchgpt.model import GPTModel
 from scratchgpt.model.attention import record_attention
+from scratchgpt.model.device import compute_device
 from scratchgpt.tokenizers import Tokenizer
 from scratchgpt.viz.tokens import visible_text
 
@@ -195,7 +196,7 @@ def attention_maps(
         raise ValueError(f"the text {text!r} encodes to no tokens")
     shown = ids[: min(max_tokens, config.context_length)]
 
-    device = next(model.parameters()).device
+    device = compute_device(model)
     was_training = model.training
     model.eval()
     try:
