@@ -382,17 +382,17 @@ def test_lora_instruct_under_fsdp_trains_as_one_process_and_loads(
         instruction_records: Path, instruct_base: Path, instruct_cache: Path,
         tmp_path: Path) -> None:
     """The frozen base sharded, the adapters trained: two processes at batch 2 = one
-    process at batch 2 x 2 micro-batches (the same global batch cut the same way: the loss is
-    a mean per answer token of each batch, so one batch of 4 would weigh tokens otherwise);
+    process at batch 4, though the two halves of each batch hold different numbers of answer
+    tokens (each micro-batch's mean is weighed by its share of the step's tokens);
     ``generate`` and ``export`` read the sharded run (consolidated, adapters merged)."""
-    lora = ["--train", "lora", "--eval-every", "2", "--lr", "1e-3", "--batch-size", "2"]
+    lora = ["--train", "lora", "--eval-every", "2", "--lr", "1e-3"]
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     done = finetune_instruct(instruction_records, instruct_base, single, *lora,
-                             "--grad-accum-steps", "2", cache=instruct_cache)
+                             "--batch-size", "4", cache=instruct_cache)
     assert done.returncode == 0, done.stderr
     _ok(torchrun(instruct_cache, "finetune", "instruct", "--data", str(instruction_records),
                  "--model", str(instruct_base), "--out", str(sharded), *TINY, *lora,
-                 "--strategy", "fsdp"))
+                 "--batch-size", "2", "--strategy", "fsdp"))
     _same_losses(read_metrics(sharded), read_metrics(single), steps=(0, 2, 4))
 
     generated = cli_here("generate", "--model", str(sharded), "--instruction", "--prompt",

@@ -82,6 +82,14 @@ class ClassificationTask:
         weight = None if self.class_weights is None else self.class_weights.to(inputs.device)
         return F.cross_entropy(model(inputs, lengths).float(), labels, weight=weight)
 
+    def loss_terms(self, batch: Batch) -> torch.Tensor | int:
+        """The texts; with class weights, their weights (the mean cross-entropy divides by
+        them)."""
+        labels = batch[2]
+        if self.class_weights is None:
+            return labels.numel()
+        return self.class_weights.to(labels.device)[labels].sum()
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         device = compute_device(model)
         metrics = {}

@@ -182,6 +182,9 @@ class InstructionTask:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return next_token_loss(model, batch)  # positions marked IGNORE_INDEX do not count
 
+    def loss_terms(self, batch: Batch) -> torch.Tensor:
+        return (batch[1] != IGNORE_INDEX).sum()  # the trained tokens
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """The mean loss per trained token (not per batch: examples differ in length)."""
         device = compute_device(model)

@@ -263,6 +263,9 @@ class DPOTask:
                      else self.reference.log_probs(inputs, targets))
         return self._loss(policy, reference).loss
 
+    def loss_terms(self, batch: Batch) -> int:
+        return len(batch[0]) // 2  # the pairs: B chosen rows, then B rejected
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         device = compute_device(model)
         metrics: dict[str, float] = {}

@@ -95,6 +95,15 @@ def init_distributed(device_type: str, *, strategy: str = "auto",
     return info
 
 
+def sum_across_ranks(value: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
+    """The sum of ``value`` over all ranks (itself in a single process)."""
+    if not info.grouped:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 def any_rank(flag: bool, info: ProcessInfo, device: torch.device) -> bool:
     """Whether ``flag`` holds on any rank: a decision every rank then takes together."""
     if not info.grouped:

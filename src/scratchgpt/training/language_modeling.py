@@ -75,6 +75,9 @@ class LanguageModelingTask:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return next_token_loss(model, batch)
 
+    def loss_terms(self, batch: Batch) -> int:
+        return batch[1].numel()  # every position predicts a token
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         device = compute_device(model)
         metrics = {}

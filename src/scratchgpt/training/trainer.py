@@ -64,7 +64,12 @@ class Task(Protocol):
         ...
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Scalar loss of ``model`` on ``batch`` (already on the model's device)."""
+        """Scalar loss of ``model`` on ``batch`` (already on the model's device): a mean."""
+        ...
+
+    def loss_terms(self, batch: Batch) -> torch.Tensor | int:
+        """How many terms the mean of :meth:`loss` is over (target tokens, examples, pairs):
+        what a micro-batch weighs in its step."""
         ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -291,13 +296,23 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.config.grad_accum_steps
+        batches = [tuple(t.to(self.device, non_blocking=True) for t in next(self.stream))
+                   for _ in range(accum)]
+        # Each micro-batch's loss is a mean over its own terms, and micro-batches and
+        # processes can hold different numbers of them (masked prompts, padding). Weighed by
+        # its share of all the step's terms, over every process (whose gradients are then
+        # averaged), each adds what it adds to the mean over the whole global batch: the step
+        # is the one a single process with that batch takes. Equal shares: 1/accum each.
+        terms = torch.stack([torch.as_tensor(self.task.loss_terms(batch), device=self.device,
+                                             dtype=torch.float32) for batch in batches])
+        step_terms = distributed.sum_across_ranks(terms.sum(), self.process)
+        shares = step_terms / (terms * self.process.world_size)  # 1 / the weight of each
         total = torch.zeros((), device=self.device)
-        for micro in range(accum):
-            batch = tuple(t.to(self.device, non_blocking=True) for t in next(self.stream))
+        for micro, batch in enumerate(batches):
             last = micro == accum - 1
             with self._gradient_sync(last):
                 with autocast(self.device, self.precision):
-                    loss = self.task.loss(self.train_model, batch) / accum
+                    loss = self.task.loss(self.train_model, batch) / shares[micro]
                 self.scaler.scale(loss).backward()
             total += loss.detach()
             self.tokens += batch[0].numel() * self.process.world_size
