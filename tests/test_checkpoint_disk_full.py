@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pretrain_runs import pretrain_here, read_metrics, write_corpus
+from pretrain_runs import pretrain_command, pretrain_here, read_metrics, run_env, write_corpus
 
 from scratchgpt.training.checkpoints import load_checkpoint, step_dirs
 
@@ -81,3 +82,27 @@ def test_a_full_disk_names_the_device_and_file_and_the_run_resumes_once_freed(
     assert f"resumed from {good} (step 2)" in resumed.stderr
     assert [m["step"] for m in read_metrics(run_dir)] == [0, 2, 4]
     assert load_checkpoint(run_dir / "checkpoints" / "step-00000004").step == 4
+
+
+def test_under_torchrun_every_process_stops_when_the_first_cannot_write(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """DDP: only the first process writes, and every process stops on its failure with the
+    error (before, the others were left at the next collective, for torchrun to kill)."""
+    corpus = write_corpus(tmp_path / "corpus.txt", chars=20_000)
+    cache = tmp_path / "cache"
+    run_dir = small_disk / "run"
+    first = pretrain_here(corpus, run_dir, cache, "--max-steps", "2", "--eval-every", "2")
+    assert first.returncode == 0, first.stderr
+    fill(small_disk, LEFT_FREE)
+    command = pretrain_command(corpus, run_dir, "--resume", "--max-steps", "4",
+                               "--eval-every", "2")
+    script = command.index("-m")
+    full = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", *command[script:]], env=run_env(cache),
+                          capture_output=True, text=True, timeout=120)
+    assert full.returncode != 0
+    assert full.stderr.count("scratchgpt pretrain: error: ") == 2, full.stderr[-3000:]
+    assert "no space left on tmpfs" in full.stderr
+    assert "the first process could not write the checkpoint" in full.stderr
+    assert [s for s, _ in step_dirs(run_dir / "checkpoints")] == [2]

@@ -27,6 +27,7 @@ from scratchgpt.progress import progress_bar
 from scratchgpt.training import distributed
 from scratchgpt.training.checkpoints import (
     BEST,
+    CheckpointWriteError,
     load_checkpoint,
     load_weights,
     resume_checkpoint,
@@ -242,12 +243,22 @@ class Trainer:
             save_sharded(self.checkpoint_dir, step=self.step, model=self.model,
                          optimizers=self.optimizer.optimizers, state=state, val_loss=val_loss,
                          keep_last=self.config.keep_last, is_best=is_best, layout=layout)
-        elif self.process.is_main:
-            save_checkpoint(
-                self.checkpoint_dir, step=self.step, weights=unique_weights(self.model),
-                state=self._state(), val_loss=val_loss, keep_last=self.config.keep_last,
-                is_best=is_best, layout=layout,
-            )
+            return
+        failed: CheckpointWriteError | None = None
+        if self.process.is_main:  # one whole copy of the model: the first process writes it
+            try:
+                save_checkpoint(
+                    self.checkpoint_dir, step=self.step, weights=unique_weights(self.model),
+                    state=self._state(), val_loss=val_loss, keep_last=self.config.keep_last,
+                    is_best=is_best, layout=layout,
+                )
+            except CheckpointWriteError as err:
+                failed = err
+        # every process stops on a failed write, saying so (else the others would wait at
+        # the next collective until torchrun, or its timeout, ends them)
+        if distributed.any_rank(failed is not None, self.process, self.device):
+            raise failed or CheckpointWriteError("the first process could not write the "
+                                                 "checkpoint: its error says why")
 
     def resume_latest(self) -> Path | None:
         """Continue from the run directory's newest checkpoint (see
