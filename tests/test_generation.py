@@ -142,6 +142,16 @@ def test_temperature_sharpens_and_flattens() -> None:
     assert share_of_top(10.0) < 0.45
 
 
+def test_a_tiny_temperature_is_nearly_greedy_not_an_error() -> None:
+    """Logits over a temperature of 1e-45 overflow to inf, and softmax(inf - inf) is nan:
+    shifted by their largest first, the rest go to -inf instead."""
+    logits = torch.tensor([1.0, 3.0, 2.0, -math.inf])
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (1e-45, 1e-30, 1e-6):
+        assert {sample_next_token(logits, temperature, generator=gen, top_k=3, top_p=0.9)
+                for _ in range(20)} == {1}
+
+
 def test_long_prompt_is_cropped_from_the_left() -> None:
     model = random_model()
     long_prompt = torch.randint(0, TINY.vocab_size, (3 * TINY.context_length,)).tolist()

@@ -72,7 +72,10 @@ def sample_next_token(
         if logits.device.type == "cpu":  # torch's CPU argmax is unvectorised: numpy is ~20x faster
             return int(logits.float().numpy().argmax())
         return int(logits.argmax())
-    logits = logits.float() / temperature
+    # softmax ignores a shift: from the largest logit down, a tiny temperature sends the
+    # others to -inf (not the largest to inf, and inf - inf to nan), near greedy as it should
+    logits = logits.float()
+    logits = (logits - logits.max()) / temperature
     if top_k is not None:
         kth_largest = torch.topk(logits, min(top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
