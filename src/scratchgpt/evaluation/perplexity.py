@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchgpt.data.corpus import encode_text, read_text_file
+from scratchgpt.model.device import compute_device
 from scratchgpt.progress import progress_bar
 from scratchgpt.tokenizers import Tokenizer
 
@@ -170,7 +171,7 @@ def sliding_window_nll(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
 
     windows = sliding_windows(num_tokens, context_length, stride)
-    device = _device(model)
+    device = compute_device(model)
     ids = ids.to(device)
     model.eval()
     total_nll, scored = 0.0, 0
@@ -239,11 +240,6 @@ def _model_context(model: nn.Module) -> int | None:
 def _vocab_size(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "vocab_size", None)
-
-
-def _device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _batches(windows: list[Window], batch_size: int) -> list[list[Window]]:

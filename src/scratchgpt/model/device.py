@@ -13,8 +13,11 @@ from torch import nn
 
 
 def compute_device(model: nn.Module) -> torch.device:
-    """The device ``model`` computes on (see the module docstring)."""
-    weight = next(model.parameters())
+    """The device ``model`` computes on (see the module docstring); the CPU for a model
+    without weights."""
+    weight = next(model.parameters(), None)
+    if weight is None:
+        return torch.device("cpu")
     mesh = getattr(weight, "device_mesh", None)  # a DTensor's: the processes' devices
     if mesh is None or mesh.device_type == "cpu":
         return weight.device
