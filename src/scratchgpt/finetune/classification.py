@@ -34,8 +34,9 @@ from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
     ClassifyConfig,
     ClassifyData,
     ClassifyModel,  # noqa: F401  (re-exported: scratchgpt.finetune.classification.ClassifyModel)
+    split_fractions,
 )
-from scratchgpt.finetune.init_from import init_from, resume_from
+from scratchgpt.finetune.init_from import start_model
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.model import GPTClassifier
 from scratchgpt.model.device import compute_device
@@ -128,17 +129,11 @@ class ClassifyJob:
 
     def setup(self, process: distributed.ProcessInfo, resume_dir: Path | None) -> Setup:
         data, choice, train = self.config.data, self.config.model, self.config.train
-        if resume_dir is not None:  # the run's own split, tokenizer and model
-            splits = load_splits(resume_dir / SPLIT_DIR)
-            torch.manual_seed(train.seed)  # starting over starts as the fresh run did
-            gpt, tokenizer = resume_from(resume_dir, choice.model)
-        else:
-            splits = split(read_labelled(data), seed=train.seed, balance=data.balance,
-                           fractions=(1 - data.val_fraction - data.test_fraction,
-                                      data.val_fraction, data.test_fraction))
-            torch.manual_seed(train.seed)  # a preset's random start is reproducible
-            gpt, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer,
-                                       texts=splits.train.texts)
+        splits = (load_splits(resume_dir / SPLIT_DIR) if resume_dir is not None  # the run's own
+                  else split(read_labelled(data), seed=train.seed, balance=data.balance,
+                             fractions=split_fractions(data)))
+        gpt, tokenizer = start_model(choice.model, tokenizer=choice.tokenizer, seed=train.seed,
+                                     resume_dir=resume_dir, texts=lambda: splits.train.texts)
         if process.is_main:
             log(splits.summary())
         labels = splits.train.label_names

@@ -43,6 +43,11 @@ BOOK_TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def split_fractions(data: ClassifyData | InstructData | DPOData) -> tuple[float, float, float]:
+    """The shares of a ``[data]`` table's train, validation and test splits."""
+    return 1 - data.val_fraction - data.test_fraction, data.val_fraction, data.test_fraction
+
+
 def check_split(val_fraction: float, test_fraction: float, items: str) -> None:
     """A ``[data]`` table's split must leave ``items`` ("texts", "records") to train on."""
     if val_fraction + test_fraction >= 1:

@@ -13,8 +13,10 @@ checkpoint, or, where it stopped before its first, the same start as above.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import torch
 
 from scratchgpt.config import ModelConfig, get_preset
 from scratchgpt.config_files import load_toml
@@ -56,3 +58,15 @@ def resume_from(run_dir: Path, spec: str) -> tuple[GPTModel, Tokenizer]:
         return GPTModel(config).train(), tokenizer  # a preset: sized to the run's tokenizer
     model, _ = load_model(spec)
     return model.train(), tokenizer
+
+
+def start_model(spec: str, *, tokenizer: str, seed: int, resume_dir: Path | None,
+                texts: Callable[[], Sequence[str]]) -> tuple[GPTModel, Tokenizer]:
+    """The language model a fine-tuning run trains, and its tokenizer: resuming, the run's own
+    (:func:`resume_from`), else ``spec``'s (:func:`init_from`, a preset's tokenizer trained on
+    ``texts()``). Seeded with ``seed`` first either way: a preset's random start is
+    reproducible, and a run that starts over starts as the fresh run did."""
+    torch.manual_seed(seed)
+    if resume_dir is not None:
+        return resume_from(resume_dir, spec)
+    return init_from(spec, tokenizer=tokenizer, texts=texts())

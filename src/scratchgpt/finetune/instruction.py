@@ -54,8 +54,9 @@ from scratchgpt.finetune.config import (  # the settings, kept free of PyTorch
     InstructConfig,
     InstructData,
     InstructModel,  # noqa: F401  (re-exported: scratchgpt.finetune.instruction.InstructModel)
+    split_fractions,
 )
-from scratchgpt.finetune.init_from import PRESET_PREFIX, init_from, resume_from
+from scratchgpt.finetune.init_from import PRESET_PREFIX, start_model
 from scratchgpt.generation import generate_batch_text
 from scratchgpt.hub.datasets import dataset_path
 from scratchgpt.hub.models import model_prompt_format, model_stop_ids, model_template_dir
@@ -268,17 +269,13 @@ class InstructJob:
         data, choice, train = self.config.data, self.config.model, self.config.train
         style, template_dir, style_name = run_prompt_format(
             data.prompt_style, choice.model, resume_dir, choose_prompt_format)
-        if resume_dir is not None:  # the run's own split, tokenizer and model
-            splits = load_instruction_splits(resume_dir / SPLIT_DIR)
-            torch.manual_seed(train.seed)  # starting over starts as the fresh run did
-            model, tokenizer = resume_from(resume_dir, choice.model)
-        else:
-            splits = split_records(read_records(data), seed=train.seed,
-                                   fractions=(1 - data.val_fraction - data.test_fraction,
-                                              data.val_fraction, data.test_fraction))
-            torch.manual_seed(train.seed)  # a preset's random start is reproducible
-            texts = [text for record in splits.train for text in record_fields(record).values()]
-            model, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer, texts=texts)
+        splits = (load_instruction_splits(resume_dir / SPLIT_DIR) if resume_dir is not None
+                  else split_records(read_records(data), seed=train.seed,
+                                     fractions=split_fractions(data)))
+        model, tokenizer = start_model(
+            choice.model, tokenizer=choice.tokenizer, seed=train.seed, resume_dir=resume_dir,
+            texts=lambda: [text for record in splits.train
+                           for text in record_fields(record).values()])
         summary = set_trainable(model, choice.train, **choice.lora())
         context = model.config.context_length
 

@@ -52,8 +52,8 @@ from scratchgpt.data.preferences import (
 )
 from scratchgpt.data.prompt_format import PromptFormat, describe
 from scratchgpt.data.prompt_styles import get_prompt_style
-from scratchgpt.finetune.config import DPOConfig
-from scratchgpt.finetune.init_from import PRESET_PREFIX, init_from, resume_from
+from scratchgpt.finetune.config import DPOConfig, split_fractions
+from scratchgpt.finetune.init_from import PRESET_PREFIX, start_model
 from scratchgpt.finetune.instruction import (
     TEST_RESPONSES,
     answer_entries,
@@ -333,19 +333,16 @@ class DPOJob:
         style, template_dir, style_name = run_prompt_format(
             data.prompt_style, choice.model, resume_dir, choose_preference_format)
         identical = 0
-        if resume_dir is not None:  # the run's own split, tokenizer and model
+        if resume_dir is not None:  # the run's own split
             splits = load_preference_splits(resume_dir / SPLIT_DIR)
-            torch.manual_seed(train.seed)  # starting over starts as the fresh run did
-            model, tokenizer = resume_from(resume_dir, choice.model)
         else:
             preferences = load_preferences(dataset_path(data.data, "preferences"))
             identical = preferences.identical
             splits = split_preferences(preferences.pairs[: data.limit], seed=train.seed,
-                                       fractions=(1 - data.val_fraction - data.test_fraction,
-                                                  data.val_fraction, data.test_fraction))
-            torch.manual_seed(train.seed)  # a preset's random start is reproducible
-            model, tokenizer = init_from(choice.model, tokenizer=choice.tokenizer,
-                                         texts=_pair_texts(splits.train))
+                                       fractions=split_fractions(data))
+        model, tokenizer = start_model(choice.model, tokenizer=choice.tokenizer, seed=train.seed,
+                                       resume_dir=resume_dir,
+                                       texts=lambda: _pair_texts(splits.train))
         frozen = None
         if choice.train == "all":  # the start, kept frozen beside the policy (resumed, the
             # model may be a shell for a checkpoint's weights: the start is built again)
